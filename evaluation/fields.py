@@ -1,0 +1,101 @@
+"""Read and validate one displacement field; every failure is a one-line `FieldError` naming pair and file.
+
+Organisers' files (`disp_XXXX_0000_XXXX_000M.nii.gz|.npz`) hold the voxel field directly (SPEC §3). Grand
+Challenge `.mha` files hold the DSPF physical field and are converted with
+`interfaces.conventions.physical_to_voxel_field` (the project's one definition of that convention).
+
+Dtype note (agreement with the organisers' code): they read `.nii.gz` with nibabel `get_fdata()` (float64) and
+`.npz` as float32. We keep float32 for float32 files (the values are identical, half the memory) and sample
+landmarks in float64 either way; `sample_dtype` says which dtype their TRE sampling returned.
+"""
+from __future__ import annotations
+
+import os
+import zipfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from interfaces.conventions import Grid, check_voxel_field, physical_to_voxel_field
+
+
+class FieldError(ValueError):
+    """A displacement field that cannot be evaluated; str() is one line naming pair and file."""
+
+
+@dataclass
+class LoadedField:
+    field: np.ndarray            # (i, j, k, 3) voxel field, float32 (float64 when stored as float64)
+    sample_dtype: type           # dtype of the organisers' landmark sampling for this file type
+    grid: Grid | None = None     # geometry carried by a DSPF .mha (None for .nii.gz/.npz: affine ignored)
+
+
+def _read_nifti(path: str) -> tuple[np.ndarray, type]:
+    import nibabel as nib
+
+    image = nib.load(path)
+    dtype = np.float64 if image.get_data_dtype() == np.float64 else np.float32
+    data = image.get_fdata(dtype=dtype, caching="unchanged")
+    if data.ndim == 5 and data.shape[3] == 1:  # NIfTI vector intent form (X, Y, Z, 1, 3)
+        data = data[:, :, :, 0, :]
+    return data, np.float64
+
+
+def _read_npz(path: str) -> tuple[np.ndarray, type]:
+    if not zipfile.is_zipfile(path):
+        raise ValueError("not a valid .npz (zip) archive: unreadable or truncated file")
+    with np.load(path, allow_pickle=False) as archive:
+        if "arr_0" not in archive.files:
+            raise ValueError(f"npz has no key 'arr_0' (keys: {', '.join(archive.files) or 'none'})")
+        data = archive["arr_0"]
+    if data.dtype != np.float32:
+        data = data.astype(np.float32)
+    return data, np.float32
+
+
+def _read_dspf(path: str) -> tuple[np.ndarray, Grid]:
+    import SimpleITK as sitk
+
+    return physical_to_voxel_field(sitk.ReadImage(path))
+
+
+def load_field(path: str, expected_shape: tuple[int, int, int] | None, pair: str) -> LoadedField:
+    """Read `path` and check it is a finite (expected_shape) + (3,) channel-last voxel field."""
+    name = os.path.basename(path)
+
+    def fail(reason: str) -> FieldError:
+        return FieldError(f"{pair}: {name}: {reason}")
+
+    if not os.path.isfile(path):
+        raise fail("missing displacement field")
+    grid = None
+    try:
+        if name.endswith((".nii.gz", ".nii")):
+            field, sample_dtype = _read_nifti(path)
+        elif name.endswith(".npz"):
+            field, sample_dtype = _read_npz(path)
+        elif name.endswith((".mha", ".mhd", ".nrrd")):
+            field, grid = _read_dspf(path)
+            sample_dtype = np.float64
+        else:
+            raise fail("unsupported file type (expected .nii.gz, .npz or a Grand Challenge .mha)")
+    except FieldError:
+        raise
+    except (EOFError, OSError, zipfile.BadZipFile) as exc:
+        raise fail(f"unreadable or truncated file ({type(exc).__name__}: {_one_line(exc)})") from None
+    except Exception as exc:  # nibabel/SimpleITK/zlib raise many types for broken files
+        raise fail(f"cannot read displacement field ({type(exc).__name__}: {_one_line(exc)})") from None
+    if expected_shape is None:
+        expected_shape = field.shape[:3]
+    if field.ndim == 4 and field.shape[0] == 3 and field.shape[1:] == tuple(expected_shape):
+        raise fail(f"shape {field.shape} is channel-first; the organisers' format is channel-last "
+                   f"{tuple(expected_shape) + (3,)}")
+    try:
+        check_voxel_field(field, tuple(expected_shape))
+    except ValueError as exc:
+        raise fail(_one_line(exc)) from None
+    return LoadedField(field, sample_dtype, grid)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__

@@ -1,0 +1,174 @@
+"""Where each pair's displacement field (and runtime) is: organisers' flat folder or Grand Challenge layout.
+
+Organisers: `IN/disp_XXXX_0000_XXXX_000M.nii.gz` (or `.npz`, key arr_0), optional `IN/timings.json`
+    `{"pairs": {"XXXX_0000<--XXXX_000M": {"seconds": 12.3, ...}}}` written by the algorithm container.
+Grand Challenge (chosen when `IN/predictions.json` exists): a list of algorithm jobs, each with "pk",
+    "inputs" and "outputs" (each item has "interface" or, on the renamed platform, "socket", with "slug" and
+    "relative_path", and "image": {"name": original file name}). The job's field is
+    `IN/<pk>/output/<relative_path>/*.mha` (relative_path defaults to images/<slug>). The pair is
+    identified from the input image names (ReMIND2Reg_XXXX_000M.*); the runtime is completed_at - started_at.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+from dataclasses import dataclass, field as dataclass_field
+from datetime import datetime
+
+from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, displacement_name, pair_key
+
+try:  # one definition of the socket slugs, shared with the algorithm container, when it exists
+    from interfaces.grand_challenge import (SLUG_CET1, SLUG_DISPLACEMENT, SLUG_T2,  # type: ignore
+                                            SLUG_US)
+except ImportError:
+    SLUG_US = "intraoperative-ultrasound"           # fixed iUS (ReMIND2Reg_XXXX_0000)
+    SLUG_CET1 = "preoperative-t1-contrast-mri"      # ceT1 (ReMIND2Reg_XXXX_0001)
+    SLUG_T2 = "preoperative-t2-mri"                 # T2 (ReMIND2Reg_XXXX_0002)
+    SLUG_DISPLACEMENT = "displacement-field"        # output DSPF
+
+PREDICTIONS = "predictions.json"
+TIMINGS = "timings.json"
+MODALITY_OF_SLUG = {SLUG_US: 0, SLUG_CET1: 1, SLUG_T2: 2}
+
+
+@dataclass
+class Located:
+    """Per pair key: the field file (None when absent) and runtime in seconds (None when unknown)."""
+
+    layout: str
+    fields: dict[str, str | None] = dataclass_field(default_factory=dict)
+    runtimes: dict[str, float] = dataclass_field(default_factory=dict)
+    warnings: list[str] = dataclass_field(default_factory=list)
+    errors: dict[str, str] = dataclass_field(default_factory=dict)  # pair key -> one-line problem
+
+
+def detect_layout(input_dir: str) -> str:
+    return "grand-challenge" if os.path.isfile(os.path.join(input_dir, PREDICTIONS)) else "organisers"
+
+
+def locate(input_dir: str, pairs) -> Located:
+    if detect_layout(input_dir) == "grand-challenge":
+        return locate_grand_challenge(input_dir, pairs)
+    return locate_organisers(input_dir, pairs)
+
+
+# ---------------------------------------------------------------- organisers' flat folder
+def locate_organisers(input_dir: str, pairs) -> Located:
+    found = Located("organisers")
+    for pair in pairs:
+        candidates = [os.path.join(input_dir, displacement_name(pair.case, pair.moving, s)) for s in (".nii.gz", ".npz")]
+        existing = [c for c in candidates if os.path.isfile(c)]
+        if len(existing) > 1:
+            found.warnings.append(f"{pair.key}: both .nii.gz and .npz present; using {os.path.basename(existing[0])}")
+        found.fields[pair.key] = existing[0] if existing else candidates[0]
+    wanted = {pair.key for pair in pairs}
+    for name in sorted(os.listdir(input_dir)) if os.path.isdir(input_dir) else []:
+        match = DISP_NAME_RE.match(name)
+        if match and pair_key(match.group(1), int(match.group(3))) not in wanted:
+            found.warnings.append(f"{name}: no ground-truth pair, not evaluated")
+    found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS), found.warnings))
+    return found
+
+
+def read_timings(path: str, warnings: list[str]) -> dict[str, float]:
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as handle:
+            pairs = json.load(handle)["pairs"]
+        return {key: float(value["seconds"]) for key, value in pairs.items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        warnings.append(f"{os.path.basename(path)}: ignored, unreadable ({type(exc).__name__}: {exc})")
+        return {}
+
+
+# ---------------------------------------------------------------- Grand Challenge
+def _socket(item: dict) -> dict:
+    """The socket description of an input/output item ("interface" before the rename, "socket" after)."""
+    return item.get("socket") or item.get("interface") or {}
+
+
+def _image_name(item: dict) -> str:
+    image = item.get("image") or {}
+    return image.get("name") or "" if isinstance(image, dict) else ""
+
+
+def _job_pair(job: dict) -> tuple[str, int]:
+    """(case, moving modality) of one job from its input image names (slugs as a cross-check)."""
+    modalities: dict[int, str] = {}
+    for item in job.get("inputs", []):
+        name = os.path.basename(_image_name(item))
+        match = IMAGE_NAME_RE.match(name) or IMAGE_NAME_RE.search(name)
+        slug = _socket(item).get("slug", "")
+        if match:
+            case, modality = match.group(1), int(match.group(2))
+            if slug in MODALITY_OF_SLUG and MODALITY_OF_SLUG[slug] != modality:
+                raise ValueError(f"input {name} arrived on socket {slug}")
+            if modality in modalities and modalities[modality] != case:
+                raise ValueError(f"two different cases among the inputs ({modalities[modality]}, {case})")
+            modalities[modality] = case
+    if FIXED_INDEX not in modalities:
+        raise ValueError("no iUS input (ReMIND2Reg_XXXX_0000) among the job's inputs")
+    moving = sorted(m for m in modalities if m != FIXED_INDEX)
+    if len(moving) != 1:
+        raise ValueError(f"expected exactly one MR input, found {len(moving)}: cannot tell the pair")
+    case = modalities[FIXED_INDEX]
+    if modalities[moving[0]] != case:
+        raise ValueError(f"fixed case {case} but moving case {modalities[moving[0]]}")
+    return case, moving[0]
+
+
+def _job_field(input_dir: str, job: dict) -> str:
+    outputs = [o for o in job.get("outputs", []) if _socket(o).get("slug") == SLUG_DISPLACEMENT]
+    if not outputs:
+        raise ValueError(f"no '{SLUG_DISPLACEMENT}' output listed")
+    relative = _socket(outputs[0]).get("relative_path") or f"images/{SLUG_DISPLACEMENT}"
+    folder = os.path.join(input_dir, str(job["pk"]), "output", relative)
+    files = sorted(glob.glob(os.path.join(folder, "*.mha")) + glob.glob(os.path.join(folder, "*.tif*")))
+    if not files:
+        return os.path.join(folder, "<missing>.mha")
+    return files[0]
+
+
+def _duration(job: dict) -> float | None:
+    try:
+        start = datetime.fromisoformat(str(job["started_at"]).replace("Z", "+00:00"))
+        stop = datetime.fromisoformat(str(job["completed_at"]).replace("Z", "+00:00"))
+        return (stop - start).total_seconds()
+    except (KeyError, ValueError, TypeError):
+        return None
+
+
+def locate_grand_challenge(input_dir: str, pairs) -> Located:
+    found = Located("grand-challenge")
+    with open(os.path.join(input_dir, PREDICTIONS), encoding="utf-8") as handle:
+        jobs = json.load(handle)
+    if isinstance(jobs, dict):  # tolerate {"results": [...]} wrappers
+        jobs = jobs.get("results", [])
+    wanted = {pair.key for pair in pairs}
+    for job in jobs:
+        pk = job.get("pk", "?")
+        try:
+            case, moving = _job_pair(job)
+        except ValueError as exc:
+            found.warnings.append(f"job {pk}: {exc}; not evaluated")
+            continue
+        key = pair_key(case, moving)
+        if key not in wanted:
+            found.warnings.append(f"job {pk}: pair {key} has no ground truth, not evaluated")
+            continue
+        if key in found.fields:
+            found.warnings.append(f"job {pk}: second job for {key}, ignored")
+            continue
+        try:
+            found.fields[key] = _job_field(input_dir, job)
+        except ValueError as exc:
+            found.errors[key] = f"{key}: job {pk}: {exc}"
+            continue
+        duration = _duration(job)
+        if duration is not None:
+            found.runtimes[key] = duration
+    for key in sorted(wanted - set(found.fields) - set(found.errors)):
+        found.fields[key] = None
+    return found

@@ -1,0 +1,172 @@
+"""End to end: organisers' flat folder and Grand Challenge layout give the same numbers; metrics.json shape;
+runtime; every validation error of issue 4 item 5 (one line naming pair and file, other pairs still done)."""
+import gzip
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from scipy.ndimage import map_coordinates
+
+from evaluation import metrics as M
+from evaluation.evaluate import run
+from evaluation.tests import synth
+
+PAIRS = [("0099", 1), ("0099", 2), ("0100", 1), ("0100", 2)]
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    gt = str(root / "gt")
+    points = synth.make_ground_truth(gt)
+    fields = {pair: synth.smooth_field(seed=n + 1) for n, pair in enumerate(PAIRS)}
+    return root, gt, points, fields
+
+
+def reference_tre(points, field):
+    fix, mov = points
+    u = np.stack([map_coordinates(field[..., c].astype(np.float64), fix.T) for c in range(3)], axis=1)
+    return np.linalg.norm((fix + u - mov) * 0.5, axis=1)
+
+
+def evaluate(inp, gt, out, **kw):
+    code = run(str(inp), str(gt), str(out), quiet=True, **kw)
+    with open(out) as handle:
+        return code, json.load(handle)
+
+
+def test_organisers_layout_end_to_end(dataset, tmp_path):
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for n, ((case, m), field) in enumerate(fields.items()):
+        synth.write_nifti_field(str(inp), case, m, field, ".npz" if n == 1 else ".nii.gz")
+    with open(inp / "timings.json", "w") as handle:
+        json.dump({"pairs": {"0099_0000<--0099_0001": {"seconds": 12.5, "device": "cpu"}}}, handle)
+    code, data = evaluate(inp, gt, tmp_path / "out" / "metrics.json", workers=2)
+    assert code == 0 and data["errors"] == [] and data["layout"] == "organisers"
+    # Learn2Reg shape (SPEC §4)
+    assert {"name", "aggregates", "cases", "eval_version"} <= set(data)
+    assert set(data["cases"]) == {f"{c}_0000<--{c}_{m:04d}" for c, m in PAIRS}
+    for metric, agg in data["aggregates"].items():
+        assert set(agg) == {"mean", "std", "30"}, metric
+    for key, case in data["cases"].items():
+        for metric, value in case.items():
+            assert set(value) == {"mean", "detailed"}
+        (c, m) = key[:4], int(key[-1])
+        expected = reference_tre(points[(c, m)], fields[(c, m)])
+        np.testing.assert_allclose(case[M.TRE]["detailed"], expected, atol=1e-6)
+        assert case[M.TRE]["mean"] == pytest.approx(expected.mean(), abs=1e-6)
+    means = [data["cases"][k][M.TRE]["mean"] for k in sorted(data["cases"])]
+    assert data["aggregates"][M.TRE]["30"] == pytest.approx(np.quantile(means, 0.3))
+    assert data["aggregates"][M.TRE]["std"] == pytest.approx(np.std(means))
+    assert set(data["aggregates_by_sequence"]) == {"ceT1", "T2"}
+    ce = [data["cases"][k][M.TRE]["mean"] for k in data["cases"] if k.endswith("0001")]
+    assert data["aggregates_by_sequence"]["ceT1"][M.TRE]["mean"] == pytest.approx(np.mean(ce))
+    assert data["pooled_landmarks"]["all"]["n_landmarks"] == 24
+    assert data["cases"]["0099_0000<--0099_0001"][M.RUNTIME]["mean"] == 12.5
+    assert M.RUNTIME not in data["cases"]["0100_0000<--0100_0001"]
+    assert not [f for f in os.listdir(tmp_path / "out") if f != "metrics.json"]  # no temp file left
+    pytest.organisers = data
+
+
+def test_grand_challenge_layout_same_numbers(dataset, tmp_path):
+    root, gt, points, fields = dataset
+    durations = {pair: 10.0 + n for n, pair in enumerate(PAIRS)}
+    inp = synth.write_gc_layout(str(tmp_path / "in"), fields, synth.oblique_grid(), durations)
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 0 and data["layout"] == "grand-challenge", data["errors"]
+    reference = getattr(pytest, "organisers", None)
+    for key, case in data["cases"].items():
+        c, m = key[:4], int(key[-1])
+        np.testing.assert_allclose(case[M.TRE]["detailed"], reference_tre(points[(c, m)], fields[(c, m)]), atol=1e-4)
+        if reference:
+            assert case[M.SDLOGJ]["mean"] == pytest.approx(reference["cases"][key][M.SDLOGJ]["mean"], abs=1e-4)
+        assert case[M.RUNTIME]["mean"] == pytest.approx(durations[(c, m)])
+
+
+def test_grand_challenge_missing_job_and_geometry_mismatch(dataset, tmp_path):
+    root, gt, points, fields = dataset
+    wrong = synth.oblique_grid()
+    wrong = type(wrong)(wrong.shape, wrong.spacing, (0.0, 0.0, 0.0), wrong.direction)
+    inp = synth.write_gc_layout(str(tmp_path / "in"), {("0099", 1): fields[("0099", 1)]}, wrong)
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 1
+    assert "geometry" in data["failed_cases"]["0099_0000<--0099_0001"]
+    assert "no displacement field" in data["failed_cases"]["0100_0000<--0100_0002"]
+
+
+def test_no_config_evaluates_every_landmark_pair(tmp_path):
+    gt = tmp_path / "gt"
+    points = synth.make_ground_truth(str(gt), cases=("0101",), modalities=(2,), config=False)
+    synth.write_nifti_field(str(tmp_path / "in"), "0101", 2, np.zeros(synth.SHAPE + (3,), np.float32))
+    code, data = evaluate(tmp_path / "in", gt, tmp_path / "m.json")
+    assert code == 0 and list(data["cases"]) == ["0101_0000<--0101_0002"]
+    fix, mov = points[("0101", 2)]
+    assert data["cases"]["0101_0000<--0101_0002"][M.TRE]["mean"] == pytest.approx(
+        np.linalg.norm((fix - mov) * 0.5, axis=1).mean())
+
+
+BAD = {
+    "missing": ("missing displacement field", None),
+    "channel_first": ("channel-first", lambda f: np.ascontiguousarray(np.moveaxis(f, -1, 0))),
+    "wrong_shape": ("expected (32, 30, 28, 3)", lambda f: f[:-1]),
+    "nan": ("NaN/Inf", lambda f: np.where(np.arange(f.size).reshape(f.shape) == 7, np.nan, f).astype(np.float32)),
+    "inf": ("NaN/Inf", lambda f: np.where(np.arange(f.size).reshape(f.shape) == 9, np.inf, f).astype(np.float32)),
+}
+
+
+@pytest.mark.parametrize("kind", list(BAD) + ["truncated", "garbage_npz", "npz_wrong_key"])
+def test_validation_errors(dataset, tmp_path, kind):
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for case, m in PAIRS[1:]:
+        synth.write_nifti_field(str(inp), case, m, fields[(case, m)])
+    bad_case, bad_m = PAIRS[0]
+    if kind in BAD and BAD[kind][1] is not None:
+        synth.write_nifti_field(str(inp), bad_case, bad_m, BAD[kind][1](fields[(bad_case, bad_m)]))
+    elif kind == "truncated":
+        path = synth.write_nifti_field(str(inp), bad_case, bad_m, fields[(bad_case, bad_m)])
+        blob = open(path, "rb").read()
+        open(path, "wb").write(blob[: len(blob) // 2])
+    elif kind == "garbage_npz":
+        open(inp / "disp_0099_0000_0099_0001.npz", "wb").write(b"PK\x03\x04 not really a zip")
+    elif kind == "npz_wrong_key":
+        np.savez(inp / "disp_0099_0000_0099_0001.npz", field=fields[(bad_case, bad_m)])
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 1
+    assert len(data["errors"]) == 1 and "\n" not in data["errors"][0]
+    message = data["failed_cases"]["0099_0000<--0099_0001"]
+    assert message.startswith("0099_0000<--0099_0001: disp_0099_0000_0099_0001.")
+    expected = {"truncated": "truncated", "garbage_npz": "not a valid .npz", "npz_wrong_key": "arr_0"}.get(kind) or BAD[kind][0]
+    assert expected in message, message
+    assert len(data["cases"]) == 3 and data["counts"] == {"pairs": 4, "evaluated": 3, "failed": 1}
+
+
+def test_cli_help_and_exit_status(dataset, tmp_path):
+    root, gt, points, fields = dataset
+    script = os.path.join(os.path.dirname(__file__), "..", "evaluate.py")
+    out = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "--ground-truth" in out.stdout
+    inp = tmp_path / "in"
+    for (case, m), field in list(fields.items())[:2]:
+        synth.write_nifti_field(str(inp), case, m, field)
+    out = subprocess.run([sys.executable, script, "--input", str(inp), "--ground-truth", gt, "--output",
+                          str(tmp_path / "m.json")], capture_output=True, text=True)
+    assert out.returncode == 1 and "0100_0000<--0100_0001" in out.stderr
+    assert len(json.load(open(tmp_path / "m.json"))["cases"]) == 2
+    out = subprocess.run([sys.executable, script, "--input", str(inp), "--ground-truth", str(tmp_path / "nowhere"),
+                          "--output", str(tmp_path / "m2.json")], capture_output=True, text=True)
+    assert out.returncode == 2 and "does not exist" in out.stderr
+
+
+def test_report_pngs(dataset, tmp_path):
+    pytest.importorskip("matplotlib")
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    synth.write_nifti_field(str(inp), "0099", 1, fields[("0099", 1)])
+    code, data = evaluate(inp, gt, tmp_path / "m.json", report_dir=str(tmp_path / "report"), workers=1)
+    pngs = sorted(os.listdir(tmp_path / "report"))
+    assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE.png" in pngs
