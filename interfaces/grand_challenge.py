@@ -1,0 +1,86 @@
+"""Grand Challenge interface: `/input/inputs.json` + image sockets in, one DSPF displacement field out.
+
+Socket slugs are defined here (the evaluation imports them from this module). The output field is the
+physical form of interfaces/conventions.py (mm, ITK/LPS axes, fixed grid; SPEC §6), see docs/CONVENTIONS.md.
+"""
+from __future__ import annotations
+
+import json
+import os
+
+from interfaces import conventions as cv
+
+INPUTS_JSON = "inputs.json"
+SLUG_IUS = "intraoperative-ultrasound"        # fixed
+SLUG_CET1 = "preoperative-t1-contrast-mri"    # moving, ceT1
+SLUG_T2 = "preoperative-t2-mri"               # moving, T2
+SLUG_DISPLACEMENT = "displacement-field"      # output (DSPF kind)
+INPUT_SLUGS = {cv.MODALITY_INDEX["iUS"]: SLUG_IUS, cv.MODALITY_INDEX["ceT1"]: SLUG_CET1,
+               cv.MODALITY_INDEX["T2"]: SLUG_T2}
+SLUG_MODALITY = {slug: modality for modality, slug in INPUT_SLUGS.items()}
+OUTPUT_FILENAME = "displacement-field.mha"
+IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii.gz", ".nii", ".nrrd")
+
+
+class SocketError(ValueError):
+    """A problem with inputs.json or an image socket; one line."""
+
+
+def is_grand_challenge_layout(input_dir: str) -> bool:
+    return os.path.isfile(os.path.join(input_dir, INPUTS_JSON))
+
+
+def _socket_image(input_dir: str, relative_path: str, slug: str) -> str:
+    path = os.path.join(input_dir, relative_path)
+    if os.path.isfile(path):
+        return path
+    if not os.path.isdir(path):
+        raise SocketError(f"{relative_path}: folder of socket {slug!r} not found")
+    images = sorted(n for n in os.listdir(path) if n.lower().endswith(IMAGE_SUFFIXES))
+    if len(images) != 1:
+        raise SocketError(f"{relative_path}: socket {slug!r} should hold exactly one image, found {len(images)}"
+                          f" ({', '.join(images) or 'none'})")
+    return os.path.join(path, images[0])
+
+
+def read_inputs(input_dir: str) -> tuple[dict[int, str], dict[int, str], list[str]]:
+    """From inputs.json: (modality -> image path, modality -> original image name, ignored slugs).
+
+    Each entry is {"interface" or "socket": {"slug", "kind", "relative_path"}, "image": {"name"}, ...}.
+    """
+    json_path = os.path.join(input_dir, INPUTS_JSON)
+    try:
+        with open(json_path) as handle:
+            entries = json.load(handle)
+    except (OSError, ValueError) as exc:
+        raise SocketError(f"{INPUTS_JSON}: cannot read ({' '.join(str(exc).split())})") from None
+    if not isinstance(entries, list):
+        raise SocketError(f"{INPUTS_JSON}: expected a list of socket values, got {type(entries).__name__}")
+    paths, names, ignored = {}, {}, []
+    for entry in entries:
+        socket = (entry.get("interface") or entry.get("socket") or {}) if isinstance(entry, dict) else {}
+        slug = socket.get("slug")
+        if slug not in SLUG_MODALITY:
+            ignored.append(str(slug))
+            continue
+        modality = SLUG_MODALITY[slug]
+        paths[modality] = _socket_image(input_dir, socket.get("relative_path") or f"images/{slug}", slug)
+        image = entry.get("image") or {}
+        names[modality] = image.get("name") or os.path.basename(paths[modality])
+    if cv.FIXED_INDEX not in paths:
+        raise SocketError(f"{INPUTS_JSON}: missing iUS (fixed image) socket {SLUG_IUS!r}")
+    return paths, names, ignored
+
+
+def choose_target(available: list[int] | set[int], wanted: tuple[int, ...]) -> int:
+    """The job's moving sequence: the first wanted one present (ceT1 before T2 when the container does all)."""
+    for modality in wanted:
+        if modality in available:
+            return modality
+    wanted_names = " or ".join(cv.MODALITIES[m] for m in wanted)
+    raise SocketError(f"{INPUTS_JSON}: no {wanted_names} image socket "
+                      f"({' or '.join(INPUT_SLUGS[m] for m in wanted)}) for this container")
+
+
+def output_path(output_dir: str) -> str:
+    return os.path.join(output_dir, "images", SLUG_DISPLACEMENT, OUTPUT_FILENAME)

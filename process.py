@@ -1,0 +1,344 @@
+#!/usr/bin/env python
+"""ReMIND2Reg algorithm entrypoint: iUS (fixed) <- pre-operative MR (moving) displacement fields.
+
+No arguments: read /input, write /output (the containers' ENTRYPOINT). If <input>/inputs.json exists the
+Grand Challenge layout is used (image sockets in, one DSPF .mha out), else the organisers' flat folder of
+ReMIND2Reg_XXXX_000M files (disp_XXXX_0000_XXXX_000M.nii.gz out). Which MR sequences are registered:
+$REMIND2REG_SEQUENCES = ceT1 | T2 | all (default all), baked into each image at build time.
+See README.md and docs/CONVENTIONS.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+from interfaces import conventions as cv
+from interfaces import grand_challenge as gc
+from interfaces import logs
+from interfaces import organisers as org
+from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_image,
+                               write_sitk_image, write_voxel_field_nifti)
+from interfaces.logs import log
+
+MODEL_DIR = "/opt/ml/model"  # Grand Challenge extracts an uploaded model tarball here
+DEFAULT_QC_DIR = "qc"        # relative to the output folder when --qc is given without a folder
+
+
+# ---------------------------------------------------------------- the registration (lazy, injectable)
+def model_config_path() -> str | None:
+    """/opt/ml/model/config.json when a model tarball is mounted, else None (model's default: resources/)."""
+    override = os.path.join(os.environ.get("REMIND2REG_MODEL_DIR", MODEL_DIR), "config.json")
+    return override if os.path.isfile(override) else None
+
+
+def load_registration(device=None):
+    """The project's model (torch imported here, not before: `--help` stays instant)."""
+    from model import Registration, load_config
+
+    path = model_config_path()
+    log.info("model config: %s", path or "resources/config.json (baked)")
+    return Registration(load_config(path), device=device)
+
+
+class _Lazy:
+    """Creates the model on first use so that runs with only bad input never load it."""
+
+    def __init__(self, registration):
+        self._registration = registration
+
+    def get(self):
+        if self._registration is None:
+            t0 = time.perf_counter()
+            self._registration = load_registration()
+            log.info("model loaded in %.2fs, device %s", time.perf_counter() - t0,
+                     getattr(self._registration, "device_name", "?"))
+        return self._registration
+
+
+def _register(lazy: _Lazy, fixed: LoadedImage, movings: dict[str, object], target: str, timer: logs.Timer):
+    logs.reset_cuda_peak()
+    with timer("register"):
+        result = lazy.get().register(fixed=fixed.array, moving=movings, spacing=fixed.grid.spacing, target=target)
+    field = result.displacement
+    cv.check_voxel_field(field, fixed.grid.shape)
+    return result
+
+
+def _short(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _describe(image: LoadedImage) -> str:
+    g = image.grid
+    return (f"{os.path.basename(image.path)} {'x'.join(map(str, g.shape))} @ "
+            f"{'x'.join(f'{s:.3g}' for s in g.spacing)} mm")
+
+
+def _read_movings(fixed: LoadedImage, paths: dict[int, str], timer: logs.Timer, label: str):
+    """Every MR present, on the fixed grid: modality -> array, or the InputError that reading it raised."""
+    movings = {}
+    for modality, path in sorted(paths.items()):
+        name = cv.MODALITIES[modality]
+        try:
+            with timer("read"):
+                image = read_image(path, f"{name} image")
+                array, resampled = onto_grid(image, fixed, f"{name} image")
+        except InputError as exc:
+            movings[modality] = exc
+            continue
+        if resampled:
+            log.info("%s: %s on another grid (%s), resampled onto the iUS grid (identity, linear, 0 outside)",
+                     label, name, _describe(image))
+        movings[modality] = array
+    return movings
+
+
+def _for_target(movings: dict, target: int, label: str) -> dict[str, object]:
+    """The model's `moving` dict for one target: the target must be readable, the others are optional."""
+    if isinstance(movings.get(target), InputError):
+        raise movings[target]
+    usable = {}
+    for modality, value in movings.items():
+        if isinstance(value, InputError):
+            log.warning("%s: extra sequence not used: %s", label, value)
+        else:
+            usable[cv.MODALITIES[modality]] = value
+    return usable
+
+
+def _write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, field) -> None:
+    if not qc_dir:
+        return
+    try:
+        from interfaces.qc import write_qc
+
+        os.makedirs(qc_dir, exist_ok=True)
+        write_qc(os.path.join(qc_dir, name), fixed.array, moving, field)
+    except Exception as exc:  # noqa: BLE001 - a QC picture never fails a case
+        log.warning("QC picture %s not written: %s", name, _short(exc))
+
+
+# ---------------------------------------------------------------- organisers' flat folder
+def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timings=True):
+    t_run = time.perf_counter()
+    cases, ignored = org.find_cases(input_dir)
+    if ignored:
+        log.info("ignored %d file(s) that are not ReMIND2Reg images: %s", len(ignored), ", ".join(ignored[:10]))
+    log.info("organisers' layout: %d case(s) in %s; sequences %s", len(cases), input_dir,
+             "+".join(cv.MODALITIES[m] for m in wanted))
+    ok, failed, timings = 0, [], {}
+    for case_id, case in sorted(cases.items()):
+        label = f"case {case_id}"
+        for problem in case.problems:
+            if "two" not in problem:
+                log.warning("%s: %s", label, problem)
+        pairs, error = org.case_pairs(case, wanted)
+        if error:
+            log.error("FAILED %s: %s", label, error)
+            failed.append(label)
+            continue
+        found = ", ".join(f"{cv.MODALITIES[m]} {os.path.basename(p)}" for m, p in sorted(case.files.items()))
+        if not pairs:
+            log.warning("%s: found %s; no %s image, nothing to do for this container", label, found,
+                        "/".join(cv.MODALITIES[m] for m in wanted))
+            continue
+        log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
+        case_timer = logs.Timer()
+        try:
+            with case_timer("read"):
+                fixed = read_image(case.files[cv.FIXED_INDEX], "iUS (fixed) image", require_nonzero=True)
+        except InputError as exc:
+            log.error("FAILED %s: %s", label, exc)
+            failed.extend(f"{label} {cv.MODALITIES[m]}" for m in pairs)
+            continue
+        log.info("%s: iUS %s", label, _describe(fixed))
+        mr_paths = {m: p for m, p in case.files.items() if m != cv.FIXED_INDEX}
+        mr_arrays = _read_movings(fixed, mr_paths, case_timer, label)
+        affine = None
+        for moving in pairs:
+            pair_label = f"{label} {cv.MODALITIES[moving]}"
+            timer = logs.Timer()
+            timer.seconds["read"] = case_timer.seconds["read"] / len(pairs)  # the case's reads, shared by its pairs
+            out_path = os.path.join(output_dir, org.output_name(case_id, moving))
+            try:
+                movings = _for_target(mr_arrays, moving, pair_label)
+                result = _register(lazy, fixed, movings, cv.MODALITIES[moving], timer)
+                with timer("write"):
+                    affine = nifti_affine_for(fixed) if affine is None else affine
+                    write_voxel_field_nifti(out_path, result.displacement, affine)
+            except InputError as exc:
+                log.error("FAILED %s: %s", pair_label, exc)
+                failed.append(pair_label)
+                continue
+            except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
+                log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
+                failed.append(pair_label)
+                continue
+            seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
+            timings[cv.pair_key(case_id, moving)] = {"seconds": round(seconds["total"], 3),
+                                                     **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
+            stages = getattr(result, "stage_seconds", {}) or {}
+            log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", pair_label, os.path.basename(out_path),
+                     getattr(result, "device", "?"), logs.fmt_seconds(seconds), logs.fmt_seconds(stages),
+                     logs.memory_summary())
+            _write_qc(qc_dir, f"{case_id}_{moving:04d}.png", fixed, movings[cv.MODALITIES[moving]],
+                      result.displacement)
+            ok += 1
+    if write_timings and timings:
+        path = os.path.join(output_dir, org.TIMINGS_NAME)
+        tmp = path + f".partial-{os.getpid()}"
+        with open(tmp, "w") as handle:
+            json.dump({"pairs": timings}, handle, indent=1)
+        os.replace(tmp, path)
+    if not cases:
+        log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
+        failed.append("input folder")
+    return ok, failed, time.perf_counter() - t_run
+
+
+# ---------------------------------------------------------------- Grand Challenge sockets
+def run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir=None):
+    t_run = time.perf_counter()
+    timer = logs.Timer()
+    label = "job"
+    try:
+        paths, names, ignored = gc.read_inputs(input_dir)
+        if ignored:
+            log.info("inputs.json: ignored sockets %s", ", ".join(ignored))
+        target = gc.choose_target(set(paths) - {cv.FIXED_INDEX}, wanted)
+        log.info("Grand Challenge layout: %s; output for %s",
+                 ", ".join(f"{gc.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
+        label = f"job {cv.MODALITIES[target]}"
+        with timer("read"):
+            fixed = read_image(paths[cv.FIXED_INDEX], "iUS (fixed) image", require_nonzero=True)
+        log.info("%s: iUS %s", label, _describe(fixed))
+        movings = _for_target(_read_movings(fixed, {m: p for m, p in paths.items() if m != cv.FIXED_INDEX},
+                                            timer, label), target, label)
+        result = _register(lazy, fixed, movings, cv.MODALITIES[target], timer)
+        with timer("write"):
+            write_sitk_image(gc.output_path(output_dir), cv.voxel_to_physical_field(result.displacement, fixed.grid))
+    except (InputError, gc.SocketError) as exc:
+        log.error("FAILED %s: %s", label, exc)
+        return 0, [label], time.perf_counter() - t_run
+    except Exception as exc:  # noqa: BLE001
+        log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
+        return 0, [label], time.perf_counter() - t_run
+    seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
+    log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", label,
+             os.path.relpath(gc.output_path(output_dir), output_dir), getattr(result, "device", "?"),
+             logs.fmt_seconds(seconds), logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}),
+             logs.memory_summary())
+    _write_qc(qc_dir, "job.png", fixed, movings[cv.MODALITIES[target]], result.displacement)
+    return 1, [], time.perf_counter() - t_run
+
+
+# ---------------------------------------------------------------- one call for both layouts
+def run(input_dir: str, output_dir: str, registration=None, sequences: str | None = None,
+        qc_dir: str | None = None, write_timings: bool | None = None) -> int:
+    """Process a folder; return the exit code (0: every case ok, 1: any failure, 2: unusable setup).
+
+    `registration`: any object with `.register(fixed=, moving=, spacing=, target=)` returning an object with
+    `.displacement` (voxel field); None loads the project's model on first use.
+    `sequences`: ceT1 | T2 | all; None reads $REMIND2REG_SEQUENCES (default all).
+    """
+    logs.setup()
+    try:
+        wanted = org.wanted_modalities(sequences if sequences is not None else os.environ.get(org.SEQUENCES_ENV))
+    except ValueError as exc:
+        log.error("FAILED: %s", exc)
+        return 2
+    if not os.path.isdir(input_dir):
+        log.error("FAILED: input folder %s does not exist", input_dir)
+        return 2
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        log.error("FAILED: cannot create output folder %s: %s", output_dir, _short(exc))
+        return 2
+    if write_timings is None:
+        write_timings = os.environ.get(org.TIMINGS_ENV, "1") != "0"
+    lazy = _Lazy(registration)
+    if gc.is_grand_challenge_layout(input_dir):
+        ok, failed, seconds = run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir)
+    else:
+        ok, failed, seconds = run_organisers(input_dir, output_dir, lazy, wanted, qc_dir, write_timings)
+    log.info("summary: %d ok, %d failed, total %.1fs, %s%s", ok, len(failed), seconds, logs.memory_summary(),
+             f" (failed: {', '.join(failed)})" if failed else "")
+    return 1 if failed else 0
+
+
+# ---------------------------------------------------------------- demo
+def _tre_mm(fixed_points, moving_points, field, spacing):
+    """Mean TRE (mm); the evaluation package's function when present, else the same formula here."""
+    try:
+        from evaluation.metrics import tre
+    except ImportError:
+        import numpy as np
+        from scipy.ndimage import map_coordinates
+
+        def tre(fixed_points, moving_points, field, spacing_moving):
+            warped = np.asarray(fixed_points, dtype=np.float64)
+            if field is not None:
+                warped = warped + np.stack([map_coordinates(field[..., c].astype(np.float64), warped.T)
+                                            for c in range(3)], axis=1)
+            return np.linalg.norm((warped - moving_points) * np.asarray(spacing_moving), axis=1)
+    return float(tre(fixed_points, moving_points, field, spacing).mean())
+
+
+def demo(out_dir: str = "demo_output") -> int:
+    """Simulate one small case, register it into out_dir, print TRE before/after, write QC PNGs."""
+    import numpy as np
+    import nibabel as nib
+
+    logs.setup()
+    try:
+        from simulation.demo import make_demo_dataset  # only the demo needs the simulator (not in the image)
+    except ImportError as exc:
+        log.error("FAILED: the demo needs simulation.demo.make_demo_dataset (%s)", _short(exc))
+        return 2
+    os.makedirs(out_dir, exist_ok=True)
+    dataset = str(make_demo_dataset(os.path.join(out_dir, "dataset")))
+    log.info("demo dataset: %s", dataset)
+    qc_dir = os.path.join(out_dir, "qc")
+    code = run(os.path.join(dataset, "imagesTr"), out_dir, qc_dir=qc_dir)
+    for name in sorted(os.listdir(out_dir)):
+        parsed = cv.parse_displacement_name(name)
+        if not parsed:
+            continue
+        case, moving = parsed
+        lm = os.path.join(dataset, "landmarksTr")
+        fixed_points = np.loadtxt(os.path.join(lm, cv.landmark_name(case, 0)), delimiter=",", ndmin=2)
+        moving_points = np.loadtxt(os.path.join(lm, cv.landmark_name(case, moving)), delimiter=",", ndmin=2)
+        spacing = nib.load(os.path.join(dataset, "imagesTr", cv.image_name(case, moving))).header.get_zooms()[:3]
+        field = np.asarray(nib.load(os.path.join(out_dir, name)).dataobj, dtype=np.float32)
+        before = _tre_mm(fixed_points, moving_points, None, spacing)
+        after = _tre_mm(fixed_points, moving_points, field, spacing)
+        print(f"{cv.pair_key(case, moving)}: TRE before {before:.2f} mm -> after {after:.2f} mm "
+              f"({len(fixed_points)} landmarks)")
+    print(f"fields in {out_dir}/, QC pictures in {qc_dir}/")
+    return code
+
+
+# ---------------------------------------------------------------- CLI
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--input", default="/input", help="input folder (default /input)")
+    parser.add_argument("--output", default="/output", help="output folder (default /output)")
+    parser.add_argument("--sequences", choices=sorted(org.SEQUENCE_CHOICES),
+                        help=f"override ${org.SEQUENCES_ENV} (ceT1 | T2 | all)")
+    parser.add_argument("--qc", nargs="?", const="", default=None, metavar="DIR",
+                        help=f"write a QC PNG per pair into DIR (default <output>/{DEFAULT_QC_DIR})")
+    parser.add_argument("--demo", action="store_true",
+                        help="simulate one small case, register it into demo_output/, print TRE before/after")
+    args = parser.parse_args(argv)
+    if args.demo:
+        return demo()
+    qc_dir = None if args.qc is None else (args.qc or os.path.join(args.output, DEFAULT_QC_DIR))
+    return run(args.input, args.output, sequences=args.sequences, qc_dir=qc_dir)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

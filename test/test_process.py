@@ -1,0 +1,378 @@
+"""process.py end to end on hand-made cases: names, channel order, sign, units, grids, formats, both layouts,
+bad input, sequence selection. A fake registration (FFT cross-correlation translation) is injected for the
+I/O path, so any axis mix-up between reading, the model's array and the written field shows as a wrong
+channel or sign; one test runs the real model through the command line."""
+import json
+import os
+import subprocess
+import sys
+import time
+
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import process
+from interfaces import conventions as cv
+from interfaces import grand_challenge as gc
+from interfaces.images import atomic_path, read_image, write_voxel_field_nifti
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SHAPE = (24, 20, 16)
+
+
+# ---------------------------------------------------------------- helpers
+def oblique_grid(shape=SHAPE, spacing=(0.5, 0.7, 0.9), origin=(10.0, -20.0, 5.0)):
+    angle, axis = 0.6, np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
+    k = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * k + (1 - np.cos(angle)) * k @ k
+    return cv.Grid(tuple(shape), tuple(spacing), tuple(origin), tuple(rotation.ravel()))
+
+
+def plain_grid(shape=SHAPE, spacing=(0.5, 0.5, 0.5)):
+    return cv.Grid(tuple(shape), tuple(spacing), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+
+
+def blobs(shape=SHAPE, seed=0):
+    """Asymmetric smooth content, zero near the border (so np.roll is a clean shift)."""
+    rng = np.random.default_rng(seed)
+    idx = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in shape], indexing="ij")
+    out = np.zeros(shape, np.float32)
+    for _ in range(6):
+        centre = [rng.uniform(0.3 * n, 0.7 * n) for n in shape]
+        width = rng.uniform(1.2, 2.5)
+        out += rng.uniform(0.5, 1.5) * np.exp(-sum((i - c) ** 2 for i, c in zip(idx, centre)) / (2 * width ** 2))
+    return out * 100
+
+
+def write(path, array, grid):
+    sitk.WriteImage(cv.image_from_array(np.asarray(array, np.float32), grid), str(path))
+
+
+def make_case(folder, case="0001", shift=(0, 0, 0), grid=None, suffix=".nii.gz", modalities=(1, 2)):
+    """iUS + MR(s) with the MR = iUS content moved by `shift` voxels: fixed x <-> moving x + shift."""
+    grid = grid or plain_grid()
+    fixed = blobs(grid.shape)
+    moving = fixed
+    for axis, s in enumerate(shift):
+        moving = np.roll(moving, s, axis=axis)
+    os.makedirs(folder, exist_ok=True)
+    write(os.path.join(folder, cv.image_name(case, 0, suffix)), fixed, grid)
+    for m in modalities:
+        write(os.path.join(folder, cv.image_name(case, m, suffix)), moving * (1.0 if m == 1 else 0.7), grid)
+    return fixed, moving, grid
+
+
+class FakeShift:
+    """Integer translation by FFT cross-correlation of the iUS with the target MR; records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def register(self, fixed, moving, spacing, target):
+        self.calls.append({"target": target, "sequences": sorted(moving), "shape": fixed.shape,
+                           "spacing": tuple(spacing)})
+        corr = np.fft.ifftn(np.conj(np.fft.fftn(fixed)) * np.fft.fftn(moving[target])).real
+        d = np.array(np.unravel_index(np.argmax(corr), corr.shape))
+        d = np.where(d > np.array(fixed.shape) // 2, d - np.array(fixed.shape), d)
+        field = np.broadcast_to(d.astype(np.float32), fixed.shape + (3,)).copy()
+
+        class Result:
+            displacement = field
+            stage_seconds = {"fake": 0.0}
+            device = "cpu (fake)"
+        return Result()
+
+
+def read_field(path):
+    image = nib.load(str(path))
+    return np.asarray(image.dataobj), image
+
+
+def outputs(folder):
+    return sorted(n for n in os.listdir(folder) if n.startswith("disp_"))
+
+
+def partials(folder):
+    return [n for root, _, names in os.walk(folder) for n in names if "partial" in n]
+
+
+# ---------------------------------------------------------------- conventions through the whole path
+@pytest.mark.parametrize("axis", [0, 1, 2])
+@pytest.mark.parametrize("sign", [1, -1])
+def test_shift_gives_that_displacement_on_that_channel(tmp_path, axis, sign):
+    shift = [0, 0, 0]
+    shift[axis] = 3 * sign
+    make_case(tmp_path / "in", shift=shift, modalities=(1,))
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift(), sequences="all") == 0
+    field, image = read_field(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz")
+    assert field.shape == SHAPE + (3,) and field.dtype == np.float32
+    np.testing.assert_array_equal(field[5, 6, 7], shift)
+    # meaning: warping the moving image with u gives back the fixed image
+    fixed = cv.array_from_image(sitk.ReadImage(str(tmp_path / "in" / "ReMIND2Reg_0001_0000.nii.gz")))
+    moving = cv.array_from_image(sitk.ReadImage(str(tmp_path / "in" / "ReMIND2Reg_0001_0001.nii.gz")))
+    inner = (slice(3, -3),) * 3  # x + u stays inside the grid
+    np.testing.assert_allclose(cv.warp_with_voxel_field(moving, field, order=0)[inner], fixed[inner], atol=1e-3)
+
+
+def test_oblique_anisotropic_grid_keeps_channels_and_affine(tmp_path):
+    grid = oblique_grid(shape=(22, 18, 20), spacing=(0.6, 1.1, 0.8))
+    make_case(tmp_path / "in", shift=(0, -2, 3), grid=grid, modalities=(2,))
+    fake = FakeShift()
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=fake) == 0
+    field, image = read_field(tmp_path / "out" / "disp_0001_0000_0001_0002.nii.gz")
+    assert field.shape == (22, 18, 20, 3)
+    np.testing.assert_array_equal(field[4, 4, 4], [0, -2, 3])
+    np.testing.assert_allclose(image.affine, nib.load(str(tmp_path / "in" / "ReMIND2Reg_0001_0000.nii.gz")).affine,
+                               atol=1e-5)
+    np.testing.assert_allclose(fake.calls[0]["spacing"], grid.spacing, atol=1e-6)
+
+
+@pytest.mark.parametrize("suffix", [".mha", ".nrrd", ".nii", ".nii.gz"])
+def test_input_formats(tmp_path, suffix):
+    grid = oblique_grid()
+    make_case(tmp_path / "in", shift=(1, 0, -2), grid=grid, suffix=suffix)
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
+    assert outputs(tmp_path / "out") == ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz"]
+    field, image = read_field(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz")
+    np.testing.assert_array_equal(field[3, 3, 3], [1, 0, -2])
+    # non-NIfTI input: the output carries the fixed grid's RAS affine
+    np.testing.assert_allclose(image.affine, grid.nifti_affine(), atol=1e-4)
+
+
+def test_moving_on_another_grid_is_resampled_by_physical_geometry(tmp_path):
+    fixed_grid = oblique_grid(shape=(24, 20, 16), spacing=(0.5, 0.5, 0.5))
+    fixed = blobs(fixed_grid.shape)
+    # the MR: the same physical content moved by 2 voxels along index axis 1, on a finer, larger, offset grid
+    moved = np.roll(fixed, 2, axis=1)
+    tmp_in = tmp_path / "in"
+    os.makedirs(tmp_in)
+    write(tmp_in / "ReMIND2Reg_0001_0000.nii.gz", fixed, fixed_grid)
+    source = cv.image_from_array(moved, fixed_grid)
+    origin = fixed_grid.physical_point(np.array([[-3.3, -2.0, -1.5]]))[0]
+    moving_grid = cv.Grid((40, 36, 30), (0.4, 0.45, 0.5), tuple(origin), fixed_grid.direction)
+    reference = cv.image_from_array(np.zeros(moving_grid.shape, np.float32), moving_grid)
+    sitk.WriteImage(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0),
+                    str(tmp_in / "ReMIND2Reg_0001_0001.mha"))
+    fake = FakeShift()
+    assert process.run(str(tmp_in), str(tmp_path / "out"), registration=fake) == 0
+    field, _ = read_field(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz")
+    assert field.shape == fixed_grid.shape + (3,)
+    np.testing.assert_array_equal(field[0, 0, 0], [0, 2, 0])
+
+
+def test_both_sequences_reach_the_model_and_env_selects(tmp_path, monkeypatch):
+    make_case(tmp_path / "in", shift=(1, 1, 0))
+    for value, expected in [("ceT1", ["disp_0001_0000_0001_0001.nii.gz"]),
+                            ("T2", ["disp_0001_0000_0001_0002.nii.gz"]),
+                            ("all", ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz"])]:
+        monkeypatch.setenv("REMIND2REG_SEQUENCES", value)
+        out = tmp_path / f"out_{value}"
+        fake = FakeShift()
+        assert process.run(str(tmp_path / "in"), str(out), registration=fake) == 0
+        assert outputs(out) == expected
+        assert all(call["sequences"] == ["T2", "ceT1"] for call in fake.calls)
+        assert [c["target"] for c in fake.calls] == [{"1": "ceT1", "2": "T2"}[n[-8]] for n in expected]
+    monkeypatch.setenv("REMIND2REG_SEQUENCES", "flair")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out_bad"), registration=FakeShift()) == 2
+
+
+def test_timings_json(tmp_path, monkeypatch):
+    make_case(tmp_path / "in", case="0003", shift=(1, 0, 0))
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
+    timings = json.load(open(tmp_path / "out" / "timings.json"))["pairs"]
+    assert sorted(timings) == [cv.pair_key("0003", 1), cv.pair_key("0003", 2)]
+    for entry in timings.values():
+        assert entry["seconds"] >= entry["register"] >= 0 and {"read", "write"} <= set(entry)
+    monkeypatch.setenv("REMIND2REG_TIMINGS", "0")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out2"), registration=FakeShift()) == 0
+    assert not os.path.exists(tmp_path / "out2" / "timings.json")
+
+
+def test_qc_png(tmp_path):
+    make_case(tmp_path / "in", shift=(2, 0, 0), modalities=(1,))
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift(),
+                       qc_dir=str(tmp_path / "qc")) == 0
+    png = tmp_path / "qc" / "0001_0001.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    image = sitk.ReadImage(str(png))
+    assert image.GetNumberOfComponentsPerPixel() == 3 and min(image.GetSize()) > 50
+
+
+# ---------------------------------------------------------------- Grand Challenge layout
+def make_gc_input(folder, source, modalities=(0, 1, 2), key="interface"):
+    entries = []
+    for m in modalities:
+        slug = gc.INPUT_SLUGS[m]
+        os.makedirs(folder / "images" / slug, exist_ok=True)
+        image = sitk.ReadImage(str(source / cv.image_name("0001", m, ".nii.gz")))
+        sitk.WriteImage(image, str(folder / "images" / slug / f"uuid-{m}.mha"))
+        entries.append({key: {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
+                        "image": {"name": cv.image_name("0001", m, ".nii.gz")}, "value": None})
+    entries.append({key: {"slug": "some-other-input", "kind": "String", "relative_path": "x.json"}, "value": "x"})
+    (folder / "inputs.json").write_text(json.dumps(entries))
+
+
+@pytest.mark.parametrize("key", ["interface", "socket"])
+def test_grand_challenge_output_equals_organisers(tmp_path, key):
+    grid = oblique_grid(shape=(20, 22, 18), spacing=(0.5, 0.8, 0.6))
+    make_case(tmp_path / "org", shift=(2, -1, 1), grid=grid)
+    assert process.run(str(tmp_path / "org"), str(tmp_path / "org_out"), registration=FakeShift()) == 0
+    make_gc_input(tmp_path / "gc", tmp_path / "org", key=key)
+    fake = FakeShift()
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "gc_out"), registration=fake) == 0
+    assert fake.calls[0]["target"] == "ceT1" and fake.calls[0]["sequences"] == ["T2", "ceT1"]
+    files = os.listdir(tmp_path / "gc_out" / "images" / gc.SLUG_DISPLACEMENT)
+    assert files == [gc.OUTPUT_FILENAME]
+    image = sitk.ReadImage(str(tmp_path / "gc_out" / "images" / gc.SLUG_DISPLACEMENT / files[0]))
+    assert image.GetDimension() == 4 and image.GetSize() == grid.shape + (3,)
+    assert image.GetNumberOfComponentsPerPixel() == 1
+    field, back_grid = cv.physical_to_voxel_field(image)
+    assert back_grid.matches(grid)
+    organisers, _ = read_field(tmp_path / "org_out" / "disp_0001_0000_0001_0001.nii.gz")
+    np.testing.assert_allclose(field, organisers, atol=1e-4)
+    assert not os.path.exists(tmp_path / "gc_out" / "timings.json")
+
+
+def test_grand_challenge_sequence_choice_and_errors(tmp_path, monkeypatch):
+    make_case(tmp_path / "org", shift=(1, 0, 0))
+    make_gc_input(tmp_path / "gc", tmp_path / "org", modalities=(0, 2))
+    fake = FakeShift()
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out"), registration=fake, sequences="all") == 0
+    assert fake.calls[0]["target"] == "T2"
+    # a ceT1 container given only a T2 socket: clear failure, no output
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out2"), registration=FakeShift(),
+                       sequences="ceT1") == 1
+    assert not os.path.exists(tmp_path / "out2" / "images")
+    make_gc_input(tmp_path / "gc_no_us", tmp_path / "org", modalities=(1,))
+    assert process.run(str(tmp_path / "gc_no_us"), str(tmp_path / "out3"), registration=FakeShift()) == 1
+
+
+# ---------------------------------------------------------------- bad input
+def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys):
+    folder = tmp_path / "in"
+    make_case(folder, "0001", shift=(1, 0, 0))                     # good
+    make_case(folder, "0002", modalities=(1,))                     # missing iUS
+    os.remove(folder / "ReMIND2Reg_0002_0000.nii.gz")
+    make_case(folder, "0003", modalities=(1,))                     # truncated iUS
+    data = (folder / "ReMIND2Reg_0003_0000.nii.gz").read_bytes()
+    (folder / "ReMIND2Reg_0003_0000.nii.gz").write_bytes(data[: len(data) // 2])
+    fixed, _, grid = make_case(folder, "0004", modalities=(1,))    # NaN in the MR
+    bad = fixed.copy()
+    bad[3, 4, 5] = np.nan
+    write(folder / "ReMIND2Reg_0004_0001.nii.gz", bad, grid)
+    make_case(folder, "0005", modalities=(1,))                     # all-zero iUS
+    write(folder / "ReMIND2Reg_0005_0000.nii.gz", np.zeros(SHAPE), grid)
+    make_case(folder, "0006", modalities=(1,))                     # 4-D iUS
+    sitk.WriteImage(sitk.Image([6, 6, 6, 2], sitk.sitkFloat32), str(folder / "ReMIND2Reg_0006_0000.nii.gz"))
+    make_case(folder, "0007", modalities=(1,))                     # MR far away from the iUS
+    far = cv.Grid(SHAPE, (0.5, 0.5, 0.5), (500.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
+    write(folder / "ReMIND2Reg_0007_0001.nii.gz", fixed, far)
+    (folder / "ReMIND2Reg_0008_0000.nii.gz").write_bytes(b"not an image")  # unreadable
+    write(folder / "ReMIND2Reg_0008_0001.nii.gz", fixed, grid)
+    (folder / "notes.txt").write_text("ignored")
+
+    assert process.run(str(folder), str(tmp_path / "out"), registration=FakeShift()) == 1
+    assert outputs(tmp_path / "out") == ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz"]
+    assert partials(tmp_path) == []
+    text = capsys.readouterr().out
+    errors = [line for line in text.splitlines() if "FAILED" in line]
+    expectations = {"0002": "missing iUS", "0003": "ReMIND2Reg_0003_0000.nii.gz: cannot read iUS (fixed) image voxels (truncated",
+                    "0004": "ReMIND2Reg_0004_0001.nii.gz: ceT1 image contains 1 NaN/Inf",
+                    "0005": "ReMIND2Reg_0005_0000.nii.gz: iUS (fixed) image is empty",
+                    "0006": "ReMIND2Reg_0006_0000.nii.gz: iUS (fixed) image is 4-D",
+                    "0007": "ReMIND2Reg_0007_0001.nii.gz: ceT1 image does not overlap",
+                    "0008": "ReMIND2Reg_0008_0000.nii.gz: cannot read"}
+    for case, fragment in expectations.items():
+        assert any(f"case {case}" in line and fragment in line for line in errors), (case, errors)
+    assert "summary: 2 ok, 7 failed" in text
+
+
+def test_a_failing_registration_leaves_no_file_and_others_go_on(tmp_path):
+    make_case(tmp_path / "in", "0001", shift=(1, 0, 0), modalities=(1,))
+    make_case(tmp_path / "in", "0002", shift=(0, 1, 0), modalities=(1,))
+
+    class Flaky(FakeShift):
+        def register(self, fixed, moving, spacing, target):
+            if len(self.calls) == 0:
+                self.calls.append("boom")
+                raise RuntimeError("CUDA out of memory (simulated)")
+            return super().register(fixed, moving, spacing, target)
+
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=Flaky()) == 1
+    assert outputs(tmp_path / "out") == ["disp_0002_0000_0002_0001.nii.gz"]
+    assert partials(tmp_path) == []
+
+
+def test_atomic_write_cleans_up(tmp_path):
+    target = tmp_path / "disp_0001_0000_0001_0001.nii.gz"
+    with pytest.raises(RuntimeError):
+        with atomic_path(str(target)) as tmp:
+            open(tmp, "wb").write(b"half")
+            raise RuntimeError("disk full")
+    assert os.listdir(tmp_path) == []
+    with pytest.raises(ValueError):  # a field of the wrong type fails before any file is named
+        write_voxel_field_nifti(str(target), np.full((4, 4, 4, 3), "x", dtype=object), np.eye(4))
+    assert os.listdir(tmp_path) == []
+
+
+def test_empty_or_missing_input_folder(tmp_path):
+    os.makedirs(tmp_path / "empty")
+    assert process.run(str(tmp_path / "empty"), str(tmp_path / "out"), registration=FakeShift()) == 1
+    assert process.run(str(tmp_path / "nope"), str(tmp_path / "out"), registration=FakeShift()) == 2
+
+
+def test_read_image_rejects_vector_images(tmp_path):
+    path = tmp_path / "ReMIND2Reg_0001_0000.mha"
+    sitk.WriteImage(sitk.Image([5, 5, 5], sitk.sitkVectorFloat32, 3), str(path))
+    with pytest.raises(ValueError, match="ReMIND2Reg_0001_0000.mha: .* 3 components"):
+        read_image(str(path))
+
+
+# ---------------------------------------------------------------- command line, real model
+def test_help_is_instant():
+    t0 = time.perf_counter()
+    done = subprocess.run([sys.executable, "process.py", "--help"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0 and "--input" in done.stdout and "--demo" in done.stdout
+    assert "torch" not in done.stderr
+    assert time.perf_counter() - t0 < 10
+
+
+def test_real_model_through_the_command_line(tmp_path):
+    """The project's model, CLI, /opt/ml/model config override: a 2-voxel shift along axis 1 is found."""
+    pytest.importorskip("torch")
+    grid = plain_grid(shape=(40, 40, 40), spacing=(1.0, 1.0, 1.0))
+    from scipy.ndimage import gaussian_filter
+    rng = np.random.default_rng(0)
+    fixed = gaussian_filter(rng.random(grid.shape).astype(np.float32), 2) * 10
+    moving = np.roll(fixed, 2, axis=1)
+    os.makedirs(tmp_path / "in")
+    write(tmp_path / "in" / "ReMIND2Reg_0001_0000.nii.gz", fixed, grid)
+    write(tmp_path / "in" / "ReMIND2Reg_0001_0001.nii.gz", moving, grid)
+    model_dir = tmp_path / "opt_ml_model"
+    os.makedirs(model_dir)
+    (model_dir / "config.json").write_text(json.dumps({  # a faster setting than the baked one, for CI
+        "global": {"iterations": 1, "levels_mm": [4.0, 2.0]}, "deformable_discrete": {"levels_mm": [2.0]},
+        "refine": {"iterations": 10}}))
+    env = dict(os.environ, REMIND2REG_MODEL_DIR=str(model_dir), REMIND2REG_SEQUENCES="ceT1")
+    done = subprocess.run([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output",
+                           str(tmp_path / "out"), "--qc"], cwd=ROOT, capture_output=True, text=True, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert str(model_dir / "config.json") in done.stdout and "summary: 1 ok, 0 failed" in done.stdout
+    field, _ = read_field(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz")
+    assert field.shape == (40, 40, 40, 3) and field.dtype == np.float32 and np.isfinite(field).all()
+    centre = field[12:28, 12:28, 12:28].mean(axis=(0, 1, 2))
+    np.testing.assert_allclose(centre, [0, 2, 0], atol=0.4)
+    assert os.path.isfile(tmp_path / "out" / "qc" / "0001_0001.png")
+
+
+@pytest.mark.parametrize("suffix,compress", [(".mha", False), (".mha", True), (".nrrd", True), (".nii", False),
+                                             (".nii.gz", True)])
+def test_truncated_files_are_named(tmp_path, suffix, compress):
+    path = tmp_path / f"ReMIND2Reg_0001_0000{suffix}"
+    sitk.WriteImage(cv.image_from_array(blobs(), plain_grid()), str(path), useCompression=compress)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 2 // 3])
+    with pytest.raises(ValueError, match=f"ReMIND2Reg_0001_0000{suffix}: cannot read .*(unreadable|truncated)"):
+        read_image(str(path))
