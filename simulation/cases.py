@@ -1,0 +1,434 @@
+"""Simulated post-resection cases with exact ground truth (ReMIND2Reg format).
+
+Everything written by this module is SIMULATED from real MRI anatomy (MNI152 template or the real
+ReMIND-022 patient).  Construction (exact by design, no inverse needed for the images):
+
+1. Fixed grid: `shape` voxels, isotropic `spacing`, oblique affine; the probe apex sits at a craniotomy on
+   the brain surface above the tumour, the beam axis points at the tumour.
+2. Ground-truth field u (fixed voxel x -> moving x + u(x)), an analytic sum of gravity-directed sinking
+   (largest near the craniotomy), cavity collapse (radial, around the resection cavity), a few smooth
+   random Gaussian bumps and a small rigid navigation error.  It is sampled on the fixed grid (float32);
+   the ground truth IS that grid field with trilinear interpolation, as the evaluation uses it.
+3. Moving MR (ceT1, T2) = the pre-operative anatomy resampled onto the fixed grid, undeformed.
+4. Fixed iUS = rendered from the pre-operative anatomy pulled back through u: tissue at fixed x is the
+   tissue at moving x + u(x) (the same trilinear u).  The resection cavity is the tumour (+ margin) pulled
+   back the same way.  Hence for every fixed point p, the MR structure at p + u(p) is what the iUS shows at p.
+5. Landmarks: salient MR points q (structure-tensor corners) inside the fan, away from the cavity; the
+   fixed point p solves p + u(p) = q (analytic, fixed-point iteration), the moving landmark written is
+   p + u_grid(p) (trilinear sample of the written field, equal to q within ~1e-4 voxel).
+The inverse field (moving -> fixed) can be computed with fields.invert_field (fixed-point iteration).
+"""
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+import nibabel as nib
+from scipy import ndimage
+
+from .anatomy import load_anatomy
+from .fields import rotation_matrix, sample_field, jacobian_det_min
+from . import ultrasound
+
+REF_FOV_MM = 128.0  # 256 x 0.5 mm, the ReMIND2Reg box
+
+
+# ----------------------------------------------------------------------------- geometry helpers
+def _unit(v):
+    v = np.asarray(v, dtype=np.float64)
+    return v / np.linalg.norm(v)
+
+
+def _perp_frame(b):
+    """Two unit vectors orthogonal to b (and each other)."""
+    a = np.array([1.0, 0, 0]) if abs(b[0]) < 0.9 else np.array([0, 1.0, 0])
+    e1 = _unit(np.cross(b, a))
+    e2 = np.cross(b, e1)
+    return e1, e2
+
+
+def _tilt(b, rng, max_deg):
+    e1, e2 = _perp_frame(b)
+    ang = np.deg2rad(rng.uniform(0, max_deg))
+    phi = rng.uniform(0, 2 * np.pi)
+    return _unit(np.cos(ang) * b + np.sin(ang) * (np.cos(phi) * e1 + np.sin(phi) * e2))
+
+
+# ----------------------------------------------------------------------------- tumour and cavity
+def add_synthetic_tumour(src: dict, rng) -> dict:
+    """Copy of a tumour-free anatomy with a synthetic glioma (enhancing rim, necrotic core, oedema)."""
+    s = dict(src)
+    brain, depth = src["brain"] > 0.5, src["depth"]
+    aff = src["affine"]
+    idx = np.argwhere(brain & (depth > 14) & (depth < 30))
+    world = idx @ aff[:3, :3].T + aff[:3, 3]
+    ok = (np.abs(world[:, 0]) > 20) & (world[:, 2] > 0) & (world[:, 2] < 60) & (world[:, 1] > -80)
+    idx = idx[ok]
+    c = idx[rng.integers(len(idx))].astype(np.float64)
+    radius = rng.uniform(7.0, 13.0)
+    shape = src["t1"].shape
+    lo = np.maximum(np.floor(c - 2.2 * radius).astype(int), 0)
+    hi = np.minimum(np.ceil(c + 2.2 * radius).astype(int) + 1, shape)
+    sl = tuple(slice(a, b) for a, b in zip(lo, hi))
+    g = np.indices(hi - lo, dtype=np.float64)
+    axes = rng.uniform(0.75, 1.3, 3)
+    R = rotation_matrix(rng.uniform(-np.pi, np.pi, 3))
+    d = np.moveaxis(g, 0, -1) + lo - c
+    d = d @ R.T / axes
+    rr = np.linalg.norm(d, axis=-1) / radius
+    noise = ndimage.gaussian_filter(rng.normal(size=rr.shape), 2.5)
+    noise /= noise.std() + 1e-9
+    level = rr + 0.12 * noise
+    tum = (level < 1.0).astype(np.float32) * brain[sl]
+    core = (level < 0.6).astype(np.float32) * tum
+    rim = tum - core
+    oedema = np.clip((1.7 - level) / 0.7, 0, 1) * (1 - tum) * src["wm"][sl]
+    wm_t1 = np.median(src["t1"][src["wm"] > 0.9])
+    for key in ("t1", "t2", "tumour", "wm", "gm", "csf"):
+        s[key] = src[key].copy()
+    t1, t2 = s["t1"][sl], s["t2"][sl]
+    enh = rng.uniform(0.0, 1.0) > 0.25
+    t1[:] = t1 * (1 - tum) + tum * (0.55 * wm_t1 * core / np.maximum(tum, 1e-6)
+                                   + (1.35 if enh else 0.8) * wm_t1 * rim / np.maximum(tum, 1e-6))
+    t1[:] = t1 * (1 - 0.15 * oedema)
+    t2[:] = t2 * (1 - tum) + tum * (230.0 * core + 170.0 * rim) / np.maximum(tum, 1e-6) * (tum > 0)
+    t2[:] = t2 + oedema * 90.0
+    s["tumour"][sl] = np.maximum(s["tumour"][sl], tum)
+    return s
+
+
+def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
+    """Resection cavity (pre-operative source space): tumour + irregular margin. Returns (cavity, rim, centre_vox)."""
+    full_tum = src["tumour"] > 0.5
+    sp = src["spacing"]
+    # work in a box around the tumour (speed); the returned maps are full-size
+    pad = np.ceil(20.0 / sp).astype(int)
+    nz = np.argwhere(full_tum)
+    lo = np.maximum(nz.min(0) - pad, 0)
+    hi = np.minimum(nz.max(0) + pad + 1, full_tum.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    tum = full_tum[box]
+    brain_box = src["brain"][box]
+    dist = ndimage.distance_transform_edt(~tum, sampling=sp)
+    noise = ndimage.gaussian_filter(rng.normal(size=tum.shape).astype(np.float32), 2.0)
+    noise /= noise.std() + 1e-9
+    margin = rng.uniform(*margin_mm)
+    cav = ((dist + 1.2 * noise) < margin) & (brain_box > 0.5)
+    cav = ndimage.binary_opening(cav, iterations=1) | tum
+    # irregular hyperechoic rim (blood, haemostatic material, damaged tissue) just outside the cavity
+    dout = ndimage.distance_transform_edt(~cav, sampling=sp)
+    noise2 = ndimage.gaussian_filter(rng.normal(size=tum.shape).astype(np.float32), 1.2)
+    noise2 /= noise2.std() + 1e-9
+    thick = 1.3 + 0.9 * noise2
+    rim = np.clip(1.0 - dout / np.maximum(thick, 0.2), 0, 1) * (~cav)
+    rim *= np.clip(0.8 + 0.5 * noise2, 0.2, 1.6)
+    centre = np.argwhere(cav).mean(0) + lo
+    cav_full = np.zeros(full_tum.shape, np.float32)
+    rim_full = np.zeros(full_tum.shape, np.float32)
+    cav_full[box] = cav
+    rim_full[box] = rim
+    return cav_full, rim_full, centre
+
+
+# ----------------------------------------------------------------------------- deformation
+class BrainShift:
+    """Analytic ground-truth displacement in fixed-voxel units (u(x): fixed x -> moving x + u(x))."""
+
+    def __init__(self, apex, g, cc, sig_s, sig_c, rbf_c, rbf_s, rbf_a, rot, trans, amp_s, amp_c, lam=1.0):
+        self.apex, self.g, self.cc = apex, g, cc
+        self.sig_s, self.sig_c = sig_s, sig_c
+        self.rbf_c, self.rbf_s, self.rbf_a = rbf_c, rbf_s, rbf_a
+        self.rot, self.trans = rot, trans          # rigid part (angles rad, voxels)
+        self.amp_s, self.amp_c, self.lam = amp_s, amp_c, lam
+
+    def with_lam(self, lam):
+        b = BrainShift(**{k: v for k, v in self.__dict__.items() if k != "lam"}, lam=lam)
+        return b
+
+    def _gauss(self, axes, centre, sigma):
+        """Separable Gaussian on a grid given as three 1-D coordinate arrays."""
+        gi = [np.exp(-((a - c) ** 2) / (2 * sigma * sigma)).astype(np.float32) for a, c in zip(axes, centre)]
+        return gi[0][:, None, None] * gi[1][None, :, None] * gi[2][None, None, :]
+
+    def points(self, x):
+        x = np.asarray(x, np.float64)
+        R = rotation_matrix(self.rot)
+        u = (x - self.apex) @ (R - np.eye(3)).T + self.trans
+        ws = np.exp(-((x - self.apex) ** 2).sum(-1) / (2 * self.sig_s ** 2))
+        u = u - self.lam * self.amp_s * ws[:, None] * self.g
+        dc = x - self.cc
+        wc = np.exp(0.5 - (dc ** 2).sum(-1) / (2 * self.sig_c ** 2)) / self.sig_c
+        u = u + self.amp_c * wc[:, None] * dc
+        for c, s, a in zip(self.rbf_c, self.rbf_s, self.rbf_a):
+            w = np.exp(-((x - c) ** 2).sum(-1) / (2 * s * s))
+            u = u + self.lam * w[:, None] * a
+        return u
+
+    def grid(self, shape):
+        axes = [np.arange(n, dtype=np.float32) for n in shape]
+        R = rotation_matrix(self.rot) - np.eye(3)
+        u = np.empty(tuple(shape) + (3,), np.float32)
+        ws = self._gauss(axes, self.apex, self.sig_s)
+        wc = self._gauss(axes, self.cc, self.sig_c) * np.float32(np.exp(0.5) / self.sig_c * self.amp_c)
+        rb = [self._gauss(axes, c, s) for c, s in zip(self.rbf_c, self.rbf_s)]
+        for ch in range(3):
+            lin = (R[ch, 0] * (axes[0] - self.apex[0]))[:, None, None] \
+                + (R[ch, 1] * (axes[1] - self.apex[1]))[None, :, None] \
+                + (R[ch, 2] * (axes[2] - self.apex[2]))[None, None, :]
+            out = u[..., ch]
+            out[:] = lin + np.float32(self.trans[ch])
+            out -= np.float32(self.lam * self.amp_s * self.g[ch]) * ws
+            dc = (axes[ch] - np.float32(self.cc[ch]))
+            sh = [1, 1, 1]
+            sh[ch] = -1
+            out += wc * dc.reshape(sh)
+            for w, a in zip(rb, self.rbf_a):
+                out += np.float32(self.lam * a[ch]) * w
+        return u
+
+    def invert_points(self, q, iterations=300):
+        p = np.asarray(q, np.float64).copy()
+        for _ in range(iterations):
+            p_new = q - self.points(p)
+            if np.abs(p_new - p).max() < 1e-10:
+                return p_new
+            p = p_new
+        return p
+
+
+def draw_target_tre(rng) -> float:
+    """Per-case mean initial TRE (mm): lognormal, mean ~5, sd ~1.6, within [2.5, 10]."""
+    sd_log = np.sqrt(np.log(1 + (1.6 / 5.0) ** 2))
+    return float(np.clip(rng.lognormal(np.log(5.0) - sd_log ** 2 / 2, sd_log), 2.5, 10.0))
+
+
+# ----------------------------------------------------------------------------- main entry
+def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256), spacing: float = 0.5,
+                        target_tre_mm: float | None = None, n_landmarks: int | None = None,
+                        us_params: dict | None = None) -> dict:
+    """One simulated post-resection case (SIMULATED iUS, real MRI anatomy) with exact ground truth.
+
+    shape, spacing: fixed grid (isotropic).  The field of view is shape*spacing; lengths of the scene
+    (fan depth, deformation widths) scale with FOV/128 mm, and so does the initial TRE target, so a
+    64^3 grid at 2 mm is the full scene at low resolution and 64^3 at 0.5 mm is a crop-sized scene.
+    Returns dict(fixed, moving={"ceT1","T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
+    true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
+    """
+    rng = np.random.default_rng([int(seed), 7])
+    if isinstance(shape, (int, np.integer)):
+        shape = (int(shape),) * 3
+    shape = tuple(int(n) for n in shape)
+    sp = float(spacing)
+    fov = np.asarray(shape) * sp
+    scale = float(fov.min() / REF_FOV_MM)
+
+    src = load_anatomy(anatomy)
+    if not src["real_tumour"] or src["tumour"].sum() == 0:
+        src = add_synthetic_tumour(src, rng)
+    cav_src, rim_src, cav_centre_src = cavity_map(src, rng)
+    A_src = src["affine"]
+    to_world = lambda v: v @ A_src[:3, :3].T + A_src[:3, 3]
+
+    # craniotomy: a brain-surface point near the tumour (among the closest 8 mm band)
+    tc_w = to_world(cav_centre_src)
+    surf = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
+    surf_w = to_world(surf.astype(np.float64))
+    dist = np.linalg.norm(surf_w - tc_w, axis=1)
+    cand = np.nonzero(dist < dist.min() + 8.0 * max(scale, 0.5))[0]
+    entry_w = surf_w[cand[rng.integers(len(cand))]]
+    b = _unit(tc_w - entry_w)
+    b = _tilt(b, rng, 12.0)
+    apex_w = entry_w - 2.0 * b                 # probe face just above the cortex (saline coupling)
+
+    # oblique fixed grid: third index axis roughly along the beam, random tilt and in-plane angle
+    kdir = _tilt(b, rng, 20.0)
+    e1, e2 = _perp_frame(kdir)
+    phi = rng.uniform(0, 2 * np.pi)
+    idir = np.cos(phi) * e1 + np.sin(phi) * e2
+    jdir = np.cross(kdir, idir)
+    D = np.stack([idir, jdir, kdir], axis=1)   # columns = world directions of i, j, k
+    if np.linalg.det(D) < 0:
+        D[:, 1] *= -1
+    # place the apex near the middle of the k=0 face (4 mm inside)
+    apex_vox = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 4.0 * scale / sp])
+    origin = apex_w - D @ (apex_vox * sp)
+    affine = np.eye(4)
+    affine[:3, :3] = D * sp
+    affine[:3, 3] = origin
+    fix_to_src = np.linalg.inv(A_src) @ affine  # fixed voxel -> source voxel
+
+    # ultrasound fan (in fixed voxel coordinates)
+    b_vox = D.T @ b
+    fan = dict(apex=apex_vox, axis=b_vox,
+               depth=float(rng.uniform(0.86, 0.95) * fov[2] / sp),
+               half_lat=float(np.deg2rad(rng.uniform(36, 44))),
+               half_elev=float(np.deg2rad(rng.uniform(30, 38))),
+               lat_dir=float(rng.uniform(0, np.pi)))
+
+    # ground-truth deformation (fixed voxel units)
+    g_vox = D.T @ _tilt(b, rng, 25.0)
+    cc_vox = np.linalg.solve(fix_to_src[:3, :3], cav_centre_src - fix_to_src[:3, 3])
+    cav_r = (3 * cav_src.sum() * np.prod(src["spacing"]) / (4 * np.pi)) ** (1 / 3)
+    mm = 1.0 / sp
+    n_rbf = 4
+    rbf_c = apex_vox + rng.uniform(-0.35, 0.35, (n_rbf, 3)) * fov / sp + np.array([0, 0, 0.3]) * fov / sp
+    sig_c = (cav_r + rng.uniform(5, 9)) * mm
+    shift = BrainShift(
+        apex=apex_vox, g=g_vox, cc=cc_vox,
+        sig_s=rng.uniform(55, 80) * scale * mm, sig_c=sig_c,
+        rbf_c=rbf_c, rbf_s=rng.uniform(22, 34, n_rbf) * scale * mm,
+        rbf_a=rng.normal(0, 0.15, (n_rbf, 3)) * mm,
+        rot=np.deg2rad(rng.normal(0, 0.7, 3)), trans=rng.normal(0, 0.7, 3) * scale * mm,
+        amp_s=1.0 * mm,
+        # collapse is not scaled by lam: amp_c (voxels) * lam(=1 at scale) ~ 1.5-3 mm, below 0.3 sig_c
+        amp_c=0.0)
+    amp_c_vox = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
+    target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * scale
+
+    # landmark candidates: salient pre-op points inside the fan, away from the cavity
+    sal = src["saliency"]
+    peaks = (sal == ndimage.maximum_filter(sal, size=5)) & (sal > np.percentile(sal[sal > 0], 70))
+    far = ndimage.distance_transform_edt(cav_src < 0.5, sampling=src["spacing"]) > 6.0
+    pk = np.argwhere(peaks & far & (src["depth"] > 2.0))
+    q_all = (pk - fix_to_src[:3, 3]) @ np.linalg.inv(fix_to_src[:3, :3]).T  # source -> fixed voxel
+    inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
+    inside &= np.all((q_all > 3) & (q_all < np.asarray(shape) - 4), axis=1)
+    q_all, s_all = q_all[inside], sal[tuple(pk[inside].T)]
+    order = np.argsort(-s_all)
+    chosen = []
+    sep = 8.0 * scale * mm
+    for i in order:
+        if all(np.linalg.norm(q_all[i] - q_all[j]) > sep for j in chosen):
+            chosen.append(i)
+        if len(chosen) >= 40:
+            break
+    q = q_all[chosen]
+    n_lm = int(rng.integers(10, 21)) if n_landmarks is None else int(n_landmarks)
+    if len(q) < 3:
+        raise RuntimeError("too few landmark candidates inside the fan")
+    q_cal = q[: max(n_lm, 3)]
+
+    def mean_tre(lam):
+        s = shift.with_lam(lam)
+        p = s.invert_points(q_cal)
+        return float(np.linalg.norm(q_cal - p, axis=1).mean() * sp)
+
+    shift.amp_c = amp_c_vox
+    lo, hi = 0.0, 2.0
+    while mean_tre(hi) < target and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mean_tre(mid) < target else (lo, mid)
+    lam = 0.5 * (lo + hi)
+    # keep it safely invertible
+    shift = shift.with_lam(lam)
+    u = shift.grid(shape)
+    step = max(1, shape[0] // 48)
+    jmin = jacobian_det_min(u, step)
+    while jmin < 0.3:
+        lam *= 0.8
+        shift = shift.with_lam(lam)
+        u = shift.grid(shape)
+        jmin = jacobian_det_min(u, step)
+
+    # landmarks: p + u(p) = q, keep those still in the fan and away from the cavity after the shift
+    p = shift.invert_points(q)
+    okp = ultrasound.in_fan(p, fan, margin_vox=3.0 * scale * mm, min_depth_vox=6.0 * scale * mm)
+    okp &= np.all((p > 1) & (p < np.asarray(shape) - 2), axis=1)
+    p = p[okp][:n_lm]
+    q_sel = q[okp][:n_lm]
+    moving_lm = p + sample_field(u, p)            # == q_sel up to trilinear-vs-analytic (~1e-4 vox)
+
+    # MR images: pre-operative anatomy on the fixed grid, unchanged
+    def resample(vol, order=1, coords=None):
+        if coords is None:
+            return ndimage.affine_transform(vol, fix_to_src[:3, :3], fix_to_src[:3, 3], output_shape=shape,
+                                            order=order, mode="constant", cval=0.0).astype(np.float32)
+        return ndimage.map_coordinates(vol, coords, order=order, mode="constant", cval=0.0).astype(np.float32)
+
+    mr_noise = np.random.default_rng([int(seed), 11])
+    t1 = resample(src["t1"])
+    t2 = resample(src["t2"])
+    if anatomy == "mni152":  # the template is an average: add MR-like noise
+        for img, lvl in ((t1, 2.0), (t2, 3.0)):
+            img += (mr_noise.normal(0, lvl, shape) * (img > 0)).astype(np.float32)
+            np.maximum(img, 0, out=img)
+
+    us, fan_mask, us_info = ultrasound.render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape,
+                                               np.random.default_rng([int(seed), 13]), us_params)
+
+    init_tre = np.linalg.norm((moving_lm - p) * sp, axis=1)
+    return dict(
+        fixed=us, moving={"ceT1": t1, "T2": t2}, spacing=(sp, sp, sp), affine=affine,
+        fixed_landmarks=p.astype(np.float64), moving_landmarks=moving_lm.astype(np.float64),
+        true_displacement=u, fan_mask=fan_mask, fan=fan, min_jacobian=jmin,
+        initial_tre_mm=init_tre, target_tre_mm=target, anatomy=anatomy, seed=int(seed),
+        landmark_grid_vs_analytic_vox=float(np.abs(moving_lm - q_sel).max()),
+        source=f"SIMULATED iUS from real MRI anatomy ({anatomy}); deformation synthetic", **us_info)
+
+
+# ----------------------------------------------------------------------------- writers
+def _name(case_id, m, ext=".nii.gz"):
+    return f"ReMIND2Reg_{int(case_id):04d}_{m:04d}{ext}"
+
+
+def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True) -> dict:
+    """Write one case in the organisers' layout.  Returns the eval_pairs entries of the case."""
+    img_dir = os.path.join(out_dir, "imagesTr")
+    lm_dir = os.path.join(out_dir, "landmarksTr")
+    os.makedirs(img_dir, exist_ok=True)
+    os.makedirs(lm_dir, exist_ok=True)
+    aff = np.asarray(case["affine"], np.float64)
+
+    def save(arr, path):
+        img = nib.Nifti1Image(np.asarray(arr, np.float32), aff)
+        img.set_qform(aff, code=1)
+        img.set_sform(aff, code=1)
+        nib.save(img, path)
+
+    save(case["fixed"], os.path.join(img_dir, _name(case_id, 0)))
+    np.savetxt(os.path.join(lm_dir, _name(case_id, 0, ".csv")), case["fixed_landmarks"], delimiter=",", fmt="%.6f")
+    pairs = []
+    for m, key in ((1, "ceT1"), (2, "T2")):
+        if key not in case["moving"]:
+            continue
+        save(case["moving"][key], os.path.join(img_dir, _name(case_id, m)))
+        np.savetxt(os.path.join(lm_dir, _name(case_id, m, ".csv")), case["moving_landmarks"], delimiter=",",
+                   fmt="%.6f")
+        pairs.append({"fixed": f"./imagesTr/{_name(case_id, 0)}", "moving": f"./imagesTr/{_name(case_id, m)}"})
+    if write_field and case.get("true_displacement") is not None:
+        fdir = os.path.join(out_dir, "groundtruthTr")
+        os.makedirs(fdir, exist_ok=True)
+        # canonical voxel field (i, j, k, 3), fixed voxel x -> moving x + u(x); valid for both MR sequences
+        save(case["true_displacement"], os.path.join(fdir, f"disp_{int(case_id):04d}_0000.nii.gz"))
+    return {"pairs": pairs, "case_id": f"{int(case_id):04d}",
+            "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
+            "source": case.get("source", "")}
+
+
+def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int = 1, extra: dict | None = None) -> str:
+    """Write an iterable of cases (ids start_id, start_id+1, ...) and ReMIND2Reg_dataset.json. Returns its path."""
+    os.makedirs(out_dir, exist_ok=True)
+    entries = []
+    for n, case in enumerate(cases):
+        entries.append(write_case(case, out_dir, start_id + n, write_field=write_field))
+    js = {
+        "name": "ReMIND2Reg-simulated",
+        "description": "SIMULATED post-resection iUS / real-anatomy MRI cases with exact ground truth "
+                       "(see docs/SIMULATION.md). Not patient ultrasound.",
+        "tensorImageSize": {"0": "3D"},
+        "modality": {"0": "US", "1": "ceT1", "2": "T2"},
+        "numTraining": len(entries),
+        "training": [{"image": p["fixed"], "moving": p["moving"]} for e in entries for p in e["pairs"]],
+        "eval_pairs": [p for e in entries for p in e["pairs"]],
+        "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)",
+        "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source")} for e in entries],
+    }
+    if extra:
+        js.update(extra)
+    path = os.path.join(out_dir, "ReMIND2Reg_dataset.json")
+    with open(path, "w") as f:
+        json.dump(js, f, indent=2)
+    return path
