@@ -79,7 +79,10 @@ def worst_fraction_mean(values: np.ndarray, fraction: float = 0.3) -> float:
 
 def _jacobian_rows(field: np.ndarray, start: int, stop: int) -> np.ndarray:
     """det(I + grad u) for cropped rows [start, stop) (cropped index; original index + CROP), float64."""
-    sub = field[start + CROP - 1:stop + CROP + 1].astype(np.float64)  # one extra row each side
+    block = field[start + CROP - 1:stop + CROP + 1]  # one extra row each side
+    sub = np.empty((3,) + block.shape[:3], dtype=np.float64)
+    for c in range(3):
+        sub[c] = block[..., c]
     core = (slice(1, -1), slice(CROP, -CROP), slice(CROP, -CROP))
     shifted = {0: ((slice(2, None), core[1], core[2]), (slice(None, -2), core[1], core[2])),
                1: ((core[0], slice(CROP + 1, -CROP + 1), core[2]), (core[0], slice(CROP - 1, -CROP - 1), core[2])),
@@ -89,8 +92,8 @@ def _jacobian_rows(field: np.ndarray, start: int, stop: int) -> np.ndarray:
     for a in range(3):
         plus, minus = shifted[a]
         for c in range(3):
-            g = sub[plus + (c,)] * 0.5
-            g -= sub[minus + (c,)] * 0.5
+            g = sub[(c,) + plus] * 0.5
+            g -= sub[(c,) + minus] * 0.5
             if a == c:
                 g += 1.0
             j[a][c] = g
@@ -108,13 +111,24 @@ def jacobian_determinant(field: np.ndarray, rows: int = 8):
         yield start, _jacobian_rows(field, start, min(start + rows, n))
 
 
+def _memory_order_view(field: np.ndarray) -> np.ndarray:
+    """A view whose first axis is the slowest in memory. For a Fortran-ordered field (nibabel) axes i and k
+    are swapped together with components 0 and 2: det(P J P^T) = det(J), so the determinants are the same
+    (as a transposed array; std and counts do not depend on the order)."""
+    if field.strides[0] < field.strides[2]:
+        return field.transpose(2, 1, 0, 3)[..., ::-1]
+    return field
+
+
 def plausibility(field: np.ndarray) -> dict[str, float]:
     """Official SDlogJ and fold count, and the true fold count/fraction, in one pass over the field."""
     cropped = tuple(s - 2 * CROP for s in field.shape[:3])
     if min(cropped) < 1:
         raise ValueError(f"field {field.shape[:3]} is too small for the {CROP}-voxel crop")
-    log_j = np.empty(cropped, dtype=np.float64)
     folds = official = 0
+    field = _memory_order_view(field)
+    cropped = tuple(s - 2 * CROP for s in field.shape[:3])
+    log_j = np.empty(cropped, dtype=np.float64)
     for start, det in jacobian_determinant(field):
         folds += int(np.count_nonzero(det <= 0))
         det += 3.0

@@ -129,3 +129,37 @@ def test_aggregates_and_worst30():
     assert agg["30"] == pytest.approx(2.2)
     assert M.worst_fraction_mean([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]) == 9.0  # worst 3 of 10
     assert M.worst_fraction_mean([1.0, 4.0]) == 4.0  # ceil(0.6) = 1
+
+
+def test_fortran_ordered_field_same_plausibility_and_tre():
+    """nibabel gives Fortran-ordered arrays; the memory-order view must not change any number."""
+    rng = np.random.default_rng(7)
+    field = (gaussian_filter(rng.standard_normal(SHAPE + (3,)), (1.5, 1.5, 1.5, 0)) * 12).astype(np.float32)
+    fortran = np.asfortranarray(field)
+    a, b = M.plausibility(field), M.plausibility(fortran)
+    assert a[M.FOLDS] == b[M.FOLDS] > 0
+    assert abs(a[M.SDLOGJ] - b[M.SDLOGJ]) < 1e-12
+    assert abs(b[M.SDLOGJ] - official_sdlogj(field.astype(np.float64))[0]) < 1e-6
+    points = rng.uniform(-1, np.asarray(SHAPE), (10, 3))
+    np.testing.assert_array_equal(M.sample_displacement(field, points), M.sample_displacement(fortran, points))
+
+
+def test_fast_nifti_reader_equals_nibabel_get_fdata(tmp_path):
+    import gzip
+
+    import nibabel as nib
+
+    from evaluation.fields import load_field
+    rng = np.random.default_rng(8)
+    field = rng.standard_normal(SHAPE + (3,)).astype(np.float32)
+    path = str(tmp_path / "disp_0001_0000_0001_0001.nii.gz")
+    nib.save(nib.Nifti1Image(field, np.eye(4)), path)
+    loaded = load_field(path, SHAPE, "k").field
+    np.testing.assert_array_equal(loaded, nib.load(path).get_fdata())
+    scaled = nib.Nifti1Image((field * 100).astype(np.int16), np.eye(4))
+    scaled.header.set_slope_inter(0.01, 0.5)
+    nib.save(scaled, path)
+    np.testing.assert_array_equal(load_field(path, SHAPE, "k").field, nib.load(path).get_fdata())
+    raw = gzip.decompress(open(path, "rb").read())  # two gzip members: still read completely
+    open(path, "wb").write(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
+    np.testing.assert_array_equal(load_field(path, SHAPE, "k").field, nib.load(path).get_fdata())
