@@ -1,0 +1,32 @@
+# ReMIND2Reg algorithm container (organisers' plain `docker run` and Grand Challenge), build context = repo root.
+#   ./build.sh                     builds remind2reg-cet1 and remind2reg-t2 (and remind2reg with ALL=1)
+#   docker build --build-arg SEQUENCES=ceT1 -t remind2reg-cet1 .
+# Runs `python process.py` with no arguments: /input -> /output (see README.md, docs/CONTAINER.md).
+FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
+
+# which MR sequences this image registers: ceT1 | T2 | all (baked in; REMIND2REG_SEQUENCES at run time)
+ARG SEQUENCES=all
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    REMIND2REG_SEQUENCES=${SEQUENCES}
+
+# Grand Challenge rejects images that run as root
+RUN groupadd --system --gid 1000 user \
+ && useradd --system --no-log-init --create-home --uid 1000 --gid user user \
+ && mkdir -p /opt/app /input /output /opt/ml/model \
+ && chown user:user /output
+
+WORKDIR /opt/app
+COPY requirements.txt /opt/app/requirements.txt
+RUN python -m pip install --no-cache-dir -r /opt/app/requirements.txt
+
+# only what process.py imports at run time (no simulation/, evaluation/, tests); config and any weights
+# are baked from resources/ (a model tarball mounted at /opt/ml/model/ with config.json overrides them)
+COPY process.py /opt/app/process.py
+COPY interfaces/*.py /opt/app/interfaces/
+COPY model/ /opt/app/model/
+COPY resources/ /opt/app/resources/
+
+USER user
+ENTRYPOINT ["python", "/opt/app/process.py"]
