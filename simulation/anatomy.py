@@ -51,6 +51,8 @@ def _finish(src: dict) -> dict:
         src[k] = np.ascontiguousarray(src[k], dtype=np.float32)
     src["saliency"] = _saliency(src["t1"] / max(np.percentile(src["t1"][src["brain"] > 0.5], 99), 1e-6),
                                 src["brain"])
+    sal = src["saliency"]
+    src["peaks"] = np.argwhere((sal == ndimage.maximum_filter(sal, size=5)) & (sal > np.percentile(sal[sal > 0], 70)))
     src["spacing"] = np.sqrt((src["affine"][:3, :3] ** 2).sum(0))
     # distance (mm) inside the brain to its surface
     src["depth"] = ndimage.distance_transform_edt(src["brain"] > 0.5, sampling=src["spacing"]).astype(np.float32)

@@ -288,9 +288,12 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
 
     # landmark candidates: salient pre-op points inside the fan, away from the cavity
     sal = src["saliency"]
-    peaks = (sal == ndimage.maximum_filter(sal, size=5)) & (sal > np.percentile(sal[sal > 0], 70))
-    far = ndimage.distance_transform_edt(cav_src < 0.5, sampling=src["spacing"]) > 6.0
-    pk = np.argwhere(peaks & far & (src["depth"] > 2.0))
+    pk = src["peaks"]
+    pk = pk[src["tumour"][tuple(pk.T)] < 0.5]
+    from scipy.spatial import cKDTree
+    cav_pts = np.argwhere(cav_src > 0.5) * src["spacing"]
+    far = cKDTree(cav_pts).query(pk * src["spacing"])[0] > 6.0
+    pk = pk[far & (src["depth"][tuple(pk.T)] > 2.0)]
     q_all = (pk - fix_to_src[:3, 3]) @ np.linalg.inv(fix_to_src[:3, :3]).T  # source -> fixed voxel
     inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
     inside &= np.all((q_all > 3) & (q_all < np.asarray(shape) - 4), axis=1)

@@ -10,14 +10,14 @@ import numpy as np
 from scipy import ndimage
 
 DEFAULTS = dict(
-    dr_mm=0.35, dang_deg=0.45,           # beam-grid sampling
+    dr_mm=0.4, dang_deg=0.6,           # beam-grid sampling
     psf_axial_mm=0.45, psf_lat_deg=0.9, psf_elev_deg=1.3,  # Gaussian PSF sigmas (anisotropic along the beam)
-    w_base=1.0, w_iface=2.2, w_rim=2.5, w_texture=0.35,
+    w_base=1.0, w_iface=14.0, w_rim=12.0, w_texture=0.35,
     mu_db_cm=0.45,                       # net attenuation after TGC, dB/cm (one way, folded)
     shadow_k=0.9,                        # extra attenuation per unit interface strength per mm
-    bone_echo=6.0, bone_mu=1.2,          # beyond the brain (skull): bright and shadowing
+    bone_echo=12.0, bone_mu=0.6,          # beyond the brain (skull): bright and shadowing
     gap_mm=25.0,
-    dyn_range_db=48.0, gain_db=-5.0, floor=1.0, out_max=255.0,
+    gamma=0.6, target_median=26.0, floor=1.0, out_max=255.0,
 )
 
 
@@ -69,8 +69,13 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     if params:
         P.update(params)
 
-    # beam grid
+    # beam grid (coarser for coarse output grids: ~0.7 output voxel per sample)
     depth_mm = fan["depth"] * sp
+    P["dr_mm"] = max(P["dr_mm"], 0.7 * sp)
+    P["dang_deg"] = max(P["dang_deg"], np.rad2deg(0.7 * sp / (0.5 * depth_mm)))
+    P["psf_axial_mm"] = max(P["psf_axial_mm"], 0.5 * P["dr_mm"])
+    P["psf_lat_deg"] = max(P["psf_lat_deg"], 0.5 * P["dang_deg"])
+    P["psf_elev_deg"] = max(P["psf_elev_deg"], 0.5 * P["dang_deg"])
     n_r = int(np.ceil(depth_mm / P["dr_mm"])) + 1
     dang = np.deg2rad(P["dang_deg"])
     n_a = int(np.ceil(2 * fan["half_lat"] / dang)) + 1
@@ -113,7 +118,7 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     bone = outside & ~saline
     fluid = (cav > 0.5) | saline
     E = np.where(bone, P["bone_echo"], E)
-    E = np.where(fluid, 0.01, E)
+    E = np.where(fluid, 1e-4, E)
     # speckle: complex scatterers weighted by sqrt(echogenicity), convolved with an anisotropic PSF
     sig = (P["psf_axial_mm"] / P["dr_mm"], P["psf_lat_deg"] / P["dang_deg"], P["psf_elev_deg"] / P["dang_deg"])
     amp = np.sqrt(np.maximum(E, 0)).astype(np.float32)
@@ -125,9 +130,11 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     mu = np.where(fluid, 0.1 * mu_tissue, mu_tissue) + P["shadow_k"] * 0.1 * R + np.where(bone, P["bone_mu"], 0.0)
     T = np.exp(-np.cumsum(mu, axis=0) * P["dr_mm"] + mu * P["dr_mm"])
     env2 *= T
-    db = 10 * np.log10(env2 / (np.mean(env2[~fluid]) + 1e-12) + 1e-12) + P["gain_db"]
-    img = np.clip((db + P["dyn_range_db"]) / P["dyn_range_db"], 0, 1) * P["out_max"]
-    img = img.astype(np.float32)
+    # power-law compression with automatic gain (tissue median -> target_median), like the real display
+    env_c = env2 ** (P["gamma"] / 2)
+    tissue = ~fluid & ~bone
+    med = np.median(env_c[tissue][:: max(1, tissue.sum() // 200000)]) if tissue.any() else 1.0
+    img = np.clip(env_c * (P["target_median"] / (med + 1e-12)), 0, P["out_max"]).astype(np.float32)
 
     # scan conversion onto the fixed grid, exactly 0 outside the fan
     ax = [np.arange(n, dtype=np.float32) for n in shape]

@@ -1,0 +1,190 @@
+"""Compare SIMULATED iUS with the REAL RESECT iUS volumes in ../shared/data (statistics + pictures).
+
+python -m simulation.compare_real [--n-sim 3] [--shape 256] [--out docs/img] [--json out.json]
+
+Statistics, computed the same way for every volume, inside the fan (= voxels > 0):
+  fan fraction      share of the box covered by the fan
+  percentiles       intensity percentiles inside the fan (both are 0-255 scaled)
+  speckle SNR       median over 8-voxel windows of local mean / local std (windows fully inside the fan)
+  autocorr length   full width at half maximum (mm) of the intensity autocorrelation along each index axis,
+                    from up to 4 cubes of 32 voxels fully inside the fan (min/max over axes reported)
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+
+import numpy as np
+import nibabel as nib
+from scipy import ndimage
+
+from .hybrid import DATA_DIR
+
+
+def real_volumes():
+    files = sorted(glob.glob(os.path.join(DATA_DIR, "resect-us", "Case*_us.nii.gz")))
+    files.append(os.path.join(DATA_DIR, "resect-case24", "us.nii.gz"))
+    return [f for f in files if os.path.exists(f)]
+
+
+def _acl(cube, spacing):
+    c = cube - cube.mean()
+    F = np.fft.rfftn(c, s=[2 * n for n in c.shape])
+    ac = np.fft.irfftn(np.abs(F) ** 2)[: c.shape[0], : c.shape[1], : c.shape[2]]
+    ac /= ac[0, 0, 0] + 1e-12
+    out = []
+    for ax in range(3):
+        prof = np.moveaxis(ac, ax, 0)[:, 0, 0]
+        below = np.nonzero(prof < 0.5)[0]
+        if len(below) == 0:
+            out.append(np.nan)
+            continue
+        i = below[0]
+        frac = (prof[i - 1] - 0.5) / (prof[i - 1] - prof[i] + 1e-12)
+        out.append(2 * (i - 1 + frac) * spacing[ax])  # FWHM
+    return out
+
+
+def us_stats(vol: np.ndarray, spacing, rng=None) -> dict:
+    rng = rng or np.random.default_rng(0)
+    spacing = np.asarray(spacing, float)
+    mask = vol > 0
+    v = vol[mask]
+    # cubes of ~16 mm fully inside the fan, for the autocorrelation
+    n = int(round(16.0 / spacing.mean()))
+    inner = ndimage.binary_erosion(mask, iterations=n // 2 + 1)
+    cand = np.argwhere(inner)
+    acls = []
+    for idx in cand[rng.choice(len(cand), size=min(4, len(cand)), replace=False)] if len(cand) else []:
+        lo = idx - n // 2
+        cube = vol[lo[0]:lo[0] + n, lo[1]:lo[1] + n, lo[2]:lo[2] + n].astype(np.float64)
+        if cube.shape == (n, n, n):
+            acls.append(_acl(cube, spacing))
+    acls = np.asarray(acls) if acls else np.full((1, 3), np.nan)
+    w = max(2, int(round(4.0 / spacing.mean())))
+    m = ndimage.uniform_filter(vol.astype(np.float64), w)
+    m2 = ndimage.uniform_filter(vol.astype(np.float64) ** 2, w)
+    sd = np.sqrt(np.maximum(m2 - m * m, 0))
+    ok = ndimage.binary_erosion(mask, iterations=w) & (sd > 0)
+    snr = float(np.median(m[ok] / sd[ok])) if ok.any() else float("nan")
+    pct = np.percentile(v, [5, 25, 50, 75, 95, 99])
+    return dict(fan_fraction=float(mask.mean()), mean=float(v.mean()), std=float(v.std()),
+                p5=pct[0], p25=pct[1], p50=pct[2], p75=pct[3], p95=pct[4], p99=pct[5],
+                snr=snr, acl_min_mm=float(np.nanmean(acls.min(1))), acl_max_mm=float(np.nanmean(acls.max(1))),
+                acl_mean_mm=float(np.nanmean(acls)))
+
+
+def _hist(v, bins):
+    h, _ = np.histogram(v, bins=bins, density=True)
+    return h
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n-sim", type=int, default=3)
+    ap.add_argument("--shape", type=int, default=256)
+    ap.add_argument("--seed", type=int, default=100)
+    ap.add_argument("--anatomies", default="mni152,remind022")
+    ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "img"))
+    ap.add_argument("--json", default=None)
+    args = ap.parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from .cases import make_simulated_case
+
+    reals = []
+    for f in real_volumes():
+        img = nib.load(f)
+        reals.append((os.path.basename(os.path.dirname(f)) + "/" + os.path.basename(f),
+                      np.asarray(img.get_fdata(), np.float32), img.header.get_zooms()[:3]))
+    sims = []
+    anats = args.anatomies.split(",")
+    for i in range(args.n_sim):
+        an = anats[i % len(anats)]
+        c = make_simulated_case(args.seed + i, anatomy=an, shape=(args.shape,) * 3, spacing=128.0 / args.shape)
+        sims.append((f"sim seed {args.seed + i} {an}", c["fixed"], c["spacing"], c))
+
+    rows = {}
+    for name, vol, sp, *_ in reals + sims:
+        rows[name] = us_stats(vol, sp)
+    keys = ["fan_fraction", "mean", "p5", "p25", "p50", "p75", "p95", "p99", "snr", "acl_min_mm", "acl_max_mm"]
+    real_names = [r[0] for r in reals]
+    sim_names = [s[0] for s in sims]
+    summary = {}
+    for label, names in (("real", real_names), ("sim", sim_names)):
+        arr = np.array([[rows[n][k] for k in keys] for n in names])
+        summary[label] = {k: (float(np.nanmean(arr[:, j])), float(np.nanstd(arr[:, j]))) for j, k in enumerate(keys)}
+    print("| statistic | real RESECT iUS (n=%d) mean ± sd | simulated (n=%d) mean ± sd |" % (len(reals), len(sims)))
+    print("|---|---|---|")
+    for k in keys:
+        r, s = summary["real"][k], summary["sim"][k]
+        print(f"| {k} | {r[0]:.3g} ± {r[1]:.2g} | {s[0]:.3g} ± {s[1]:.2g} |")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(rows=rows, summary=summary), f, indent=1, default=float)
+
+    os.makedirs(args.out, exist_ok=True)
+    # histograms
+    bins = np.linspace(0, 255, 52)
+    fig, ax = plt.subplots(1, 1, figsize=(7, 4))
+    for name, vol, *_ in reals:
+        ax.plot(bins[:-1], _hist(vol[vol > 0], bins), color="tab:blue", alpha=0.35, lw=1)
+    for name, vol, *_ in sims:
+        ax.plot(bins[:-1], _hist(vol[vol > 0], bins), color="tab:red", alpha=0.8, lw=1.5)
+    ax.plot([], [], color="tab:blue", label="real RESECT iUS (pre-resection)")
+    ax.plot([], [], color="tab:red", label="SIMULATED post-resection iUS")
+    ax.set_yscale("log")
+    ax.set_xlabel("intensity inside the fan")
+    ax.set_ylabel("density")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "sim_histograms.png"), dpi=90)
+    plt.close(fig)
+    # side-by-side slices: real (3) vs simulated, central slices through the fan, same grey scale
+    pick = [reals[i] for i in np.linspace(0, len(reals) - 1, 3).astype(int)]
+    fig, axs = plt.subplots(2, max(3, len(sims)) + 0, figsize=(4 * max(3, len(sims)), 8))
+    for j, (name, vol, sp, *_) in enumerate(pick):
+        c = np.argwhere(vol > 0).mean(0).astype(int)
+        axs[0, j].imshow(vol[:, :, c[2]].T, cmap="gray", vmin=0, vmax=200, origin="lower")
+        axs[0, j].set_title("REAL " + name.split("/")[-1], fontsize=9)
+    for j, (name, vol, sp, case) in enumerate(sims):
+        c = np.argwhere(vol > 0).mean(0).astype(int)
+        sl = vol[:, c[1], :]
+        axs[1, j].imshow(sl.T, cmap="gray", vmin=0, vmax=200, origin="lower")
+        axs[1, j].set_title("SIMULATED " + name.replace("sim ", ""), fontsize=9)
+    for a in axs.ravel():
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "sim_vs_real_slices.png"), dpi=70)
+    plt.close(fig)
+    # one simulated case: iUS, ceT1, T2 and the ground-truth displacement magnitude
+    name, vol, sp, case = sims[0]
+    c = np.argwhere(vol > 0).mean(0).astype(int)
+    u = np.linalg.norm(case["true_displacement"][:, c[1], :] * np.asarray(case["spacing"]), axis=-1)
+    fig, axs = plt.subplots(1, 4, figsize=(16, 4.3))
+    axs[0].imshow(vol[:, c[1], :].T, cmap="gray", vmin=0, vmax=200, origin="lower")
+    axs[1].imshow(case["moving"]["ceT1"][:, c[1], :].T, cmap="gray", origin="lower")
+    axs[2].imshow(case["moving"]["T2"][:, c[1], :].T, cmap="gray", origin="lower")
+    im = axs[3].imshow(u.T, origin="lower", cmap="viridis")
+    plt.colorbar(im, ax=axs[3], label="|u| mm")
+    lm = case["fixed_landmarks"]
+    near = np.abs(lm[:, 1] - c[1]) < 8
+    axs[0].plot(lm[near, 0], lm[near, 2], "r+")
+    ml = case["moving_landmarks"]
+    axs[1].plot(ml[near, 0], ml[near, 2], "y+")
+    for a, t in zip(axs, ["SIMULATED iUS (fixed, post-shift)", "ceT1 (moving, pre-op)", "T2 (moving)", "true |u|"]):
+        a.set_title(t)
+        a.set_xticks([])
+        a.set_yticks([])
+    fig.tight_layout()
+    fig.savefig(os.path.join(args.out, "sim_case.png"), dpi=70)
+    plt.close(fig)
+    return summary
+
+
+if __name__ == "__main__":
+    main()
