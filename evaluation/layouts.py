@@ -18,18 +18,14 @@ from datetime import datetime
 
 from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, displacement_name, pair_key
 
-try:  # one definition of the socket slugs, shared with the algorithm container, when it exists
-    from interfaces.grand_challenge import (SLUG_CET1, SLUG_DISPLACEMENT, SLUG_T2,  # type: ignore
-                                            SLUG_US)
-except ImportError:
-    SLUG_US = "intraoperative-ultrasound"           # fixed iUS (ReMIND2Reg_XXXX_0000)
-    SLUG_CET1 = "preoperative-t1-contrast-mri"      # ceT1 (ReMIND2Reg_XXXX_0001)
-    SLUG_T2 = "preoperative-t2-mri"                 # T2 (ReMIND2Reg_XXXX_0002)
-    SLUG_DISPLACEMENT = "displacement-field"        # output DSPF
+# one definition of the socket slugs, shared with the algorithm container (interfaces/grand_challenge.py):
+#   intraoperative-ultrasound (fixed iUS, _0000), preoperative-t1-contrast-mri (ceT1, _0001),
+#   preoperative-t2-mri (T2, _0002), output displacement-field (DSPF)
+from interfaces.grand_challenge import SLUG_CET1, SLUG_DISPLACEMENT, SLUG_IUS, SLUG_MODALITY, SLUG_T2  # noqa: F401
 
 PREDICTIONS = "predictions.json"
 TIMINGS = "timings.json"
-MODALITY_OF_SLUG = {SLUG_US: 0, SLUG_CET1: 1, SLUG_T2: 2}
+MODALITY_OF_SLUG = SLUG_MODALITY
 
 
 @dataclass
