@@ -149,6 +149,9 @@ def atomic_path(path: str):
     os.close(fd)
     try:
         yield tmp
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; outputs must be readable by the host's user
         os.replace(tmp, path)
     except BaseException:
         try:

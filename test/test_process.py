@@ -376,3 +376,13 @@ def test_truncated_files_are_named(tmp_path, suffix, compress):
     path.write_bytes(data[: len(data) * 2 // 3])
     with pytest.raises(ValueError, match=f"ReMIND2Reg_0001_0000{suffix}: cannot read .*(unreadable|truncated)"):
         read_image(str(path))
+
+
+def test_outputs_are_readable_by_others(tmp_path):
+    make_case(tmp_path / "in", shift=(1, 0, 0), modalities=(1,))
+    old = os.umask(0o022)
+    try:
+        assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
+    finally:
+        os.umask(old)
+    assert os.stat(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz").st_mode & 0o777 == 0o644
