@@ -1,0 +1,67 @@
+"""Reference methods run through the algorithm's own entrypoint code (process.run), so that reading,
+resampling, writing and timing are identical to the model's:
+
+    python -m benchmarks.peers identity --input IN --output OUT
+    python -m benchmarks.peers sitk-mi  --input IN --output OUT
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from interfaces import conventions as cv
+
+
+@dataclass
+class PeerResult:
+    displacement: np.ndarray
+    stage_seconds: dict = field(default_factory=dict)
+    device: str = "cpu"
+
+
+class Identity:
+    """No registration: u = 0 (the challenge's 'no registration' row)."""
+
+    device_name = "cpu"
+
+    def register(self, fixed, moving, spacing, target="ceT1"):
+        return PeerResult(np.zeros(fixed.shape + (3,), np.float32))
+
+
+class SitkMutualInformation:
+    """SimpleITK Mattes MI, rigid then B-spline (benchmarks/sitk_mi_peer.py), on the target sequence only."""
+
+    device_name = "cpu"
+
+    def register(self, fixed, moving, spacing, target="ceT1"):
+        from benchmarks.sitk_mi_peer import register_mi
+
+        # index-space geometry is all an intensity registration needs: the field is returned in voxels
+        grid = cv.Grid(tuple(fixed.shape), tuple(float(s) for s in spacing), (0.0, 0.0, 0.0),
+                       tuple(np.eye(3).ravel()))
+        start = time.perf_counter()
+        displacement = register_mi(fixed, moving[target], grid)
+        return PeerResult(displacement, {"sitk_mi": time.perf_counter() - start})
+
+
+PEERS = {"identity": Identity, "sitk-mi": SitkMutualInformation}
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("peer", choices=sorted(PEERS))
+    parser.add_argument("--input", required=True, help="organisers' flat folder or Grand Challenge /input")
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--sequences", default=None, help="ceT1 | T2 | all (default: $REMIND2REG_SEQUENCES or all)")
+    args = parser.parse_args(argv)
+    import process
+
+    return process.run(args.input, args.output, registration=PEERS[args.peer](), sequences=args.sequences)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
