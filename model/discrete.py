@@ -1,0 +1,106 @@
+"""Discrete displacement search with coupled convex regularisation and inverse consistency."""
+import torch
+import torch.nn.functional as F
+
+from .warp import identity_mm, sample, smooth
+
+
+def displacement_set(radius, spacing, device):
+    r = torch.arange(-radius, radius + 1, device=device)
+    off = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    return off, off.float() * torch.tensor(spacing, device=device, dtype=torch.float32)
+
+
+def cost_volume(ff, mfs, w, offsets, box_radius):
+    """Weighted MIND SSD for every integer offset: (K, D, H, W) with cost[k](x) = sum_seq
+    mean_c (ff(x) - mf(x + off_k))^2, times w(x), aggregated over a small box.
+    Offsets are exact integer shifts on the level grid (replicate padding), so no grid misplacement."""
+    r = int(offsets.abs().max())
+    d, h, wd = ff.shape[1:]
+    out = torch.empty((offsets.shape[0], d, h, wd), device=ff.device, dtype=torch.float32)
+    pads = [F.pad(mf.unsqueeze(0).float(), [r] * 6, mode="replicate")[0].to(mf.dtype) for mf, _ in mfs]
+    for k in range(offsets.shape[0]):
+        o = [int(v) + r for v in offsets[k]]
+        acc = None
+        for (mf, sw), mp in zip(mfs, pads):
+            diff = ff - mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
+            c = diff.pow(2).float().mean(0) * sw
+            acc = c if acc is None else acc + c
+        out[k] = acc
+    out *= w[0]
+    if box_radius > 0:
+        kb = 2 * box_radius + 1
+        out = F.avg_pool3d(F.pad(out.unsqueeze(0), [box_radius] * 6, mode="replicate"), kb, 1)[0]
+    return out
+
+
+def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=None):
+    """Alternate a smooth field v (confidence-weighted Gaussian of u) and a per-voxel soft argmin of
+    cost + lambda |d - v|^2 (distances in level voxels, so lambda means the same at every level).
+    Weighting by conf keeps voxels with a flat cost (outside the fan, cavity) from pulling v to zero."""
+    k, d, h, w = cost.shape
+    c = cost.reshape(k, -1)
+    # scale costs so the temperature and lambdas mean the same for any feature/weight scale
+    scale = c.mean().clamp_min(1e-8)
+    c = c / scale
+    sp = torch.tensor(spacing, device=cost.device, dtype=torch.float32)
+    dv = disp_mm / sp  # (K, 3) level voxels
+    v = torch.zeros(3, d * h * w, device=cost.device)
+    u = v
+    if conf is None:
+        conf = torch.ones((1, d, h, w), device=cost.device)
+    conf = conf.float().clamp_min(1e-3)
+    den = smooth(conf, sigma)
+    for lam in lambdas:
+        if lam > 0:
+            pen = (dv.pow(2).sum(1, keepdim=True) - 2 * dv @ v + v.pow(2).sum(0, keepdim=True))
+            e = c + lam * pen
+        else:
+            e = c
+        p = torch.softmax(-e / temperature, 0)
+        u = dv.t() @ p  # (3, N) level voxels
+        v = (smooth(u.reshape(3, d, h, w) * conf, sigma) / den).reshape(3, -1)
+    return (v.reshape(3, d, h, w) * sp.view(3, 1, 1, 1))
+
+
+def compose_ic(uf, ub, spacing, iterations):
+    """Symmetrise forward/backward fields: uf <- (uf - ub o (x + uf)) / 2 and vice versa."""
+    x = identity_mm(uf.shape[1:], spacing, uf.device)
+    for _ in range(iterations):
+        uf_new = 0.5 * (uf - sample(ub, x + uf, spacing))
+        ub_new = 0.5 * (ub - sample(uf, x + ub, spacing))
+        uf, ub = uf_new, ub_new
+    return uf
+
+
+def discrete_field(ff, mfs, w, spacing, radius, dcfg):
+    """Field (3, ...) in mm: fixed x -> current moving x + u(x), from one level's features.
+    mfs = [(moving feats already warped by the current estimate, sequence weight)]."""
+    offsets, disp_mm = displacement_set(radius, spacing, ff.device)
+    cost = cost_volume(ff, mfs, w, offsets, dcfg["cost_box_radius"])
+    args = (spacing, dcfg["coupled_lambdas"], dcfg["smooth_sigma_vox"], dcfg["softmin_temperature"], w)
+    uf = coupled_convex(cost, disp_mm, *args)
+    del cost
+    if not dcfg["inverse_consistency"]:
+        return uf
+    # backward problem: moving features as "fixed". The fixed side is only known where w > 0, so a
+    # candidate landing outside the fan gets the average cost (unknown), never a free zero cost.
+    acc = None
+    for mf, sw in mfs:
+        cb = cost_volume(mf, [(ff, sw)], torch.ones_like(w), offsets, 0)
+        acc = cb if acc is None else acc + cb
+    r = radius
+    wp = F.pad(w.unsqueeze(0), [r] * 6, mode="replicate")[0]
+    d, h, wd = w.shape[1:]
+    cbar = float(acc.mean())
+    wb = torch.zeros_like(w)
+    for k in range(offsets.shape[0]):
+        o = [int(v) + r for v in offsets[k]]
+        wk = wp[0, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
+        acc[k] = acc[k] * wk + (1 - wk) * cbar
+        wb = torch.maximum(wb, wk[None])
+    br = dcfg["cost_box_radius"]
+    if br > 0:
+        acc = F.avg_pool3d(F.pad(acc.unsqueeze(0), [br] * 6, mode="replicate"), 2 * br + 1, 1)[0]
+    ub = coupled_convex(acc, disp_mm, *args[:-1], wb)
+    return compose_ic(uf, ub, spacing, dcfg["ic_iterations"])

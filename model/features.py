@@ -1,0 +1,143 @@
+"""Masks, inpainting outside masks, and MIND-SSC features (torch, any device)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .warp import smooth
+
+
+def robust_normalise(img, mask):
+    """Map the 1..99 % intensity range inside the mask to 0..1 (modality-agnostic scale)."""
+    v = img[mask > 0.5]
+    if v.numel() < 10:
+        v = img.flatten()
+    if v.numel() > 200000:  # quantile on a deterministic subsample: fast and fine for scaling
+        v = v[:: v.numel() // 200000 + 1]
+    lo, hi = torch.quantile(v.float(), torch.tensor([0.01, 0.99], device=v.device))
+    return ((img - lo) / (hi - lo).clamp_min(1e-6)).clamp(-0.5, 1.5)
+
+
+def erode(mask, r):
+    """Binary erosion of a (1, D, H, W) float mask by a cube of radius r voxels."""
+    if r <= 0:
+        return mask
+    return 1.0 - F.max_pool3d((1.0 - mask).unsqueeze(0), 2 * r + 1, 1, r)[0]
+
+
+def dilate(mask, r):
+    if r <= 0:
+        return mask
+    return F.max_pool3d(mask.unsqueeze(0), 2 * r + 1, 1, r)[0]
+
+
+def inpaint(img, mask, levels=6):
+    """Push-pull fill: values outside the mask come from mask-weighted averages at coarser scales,
+    so the mask border is not an intensity step (no false MIND edge at the fan border)."""
+    num, den = [img * mask], [mask]
+    for _ in range(levels):
+        n, d = num[-1], den[-1]
+        if min(n.shape[1:]) < 2:
+            break
+        num.append(F.avg_pool3d(n.unsqueeze(0), 2, 2, ceil_mode=True)[0])
+        den.append(F.avg_pool3d(d.unsqueeze(0), 2, 2, ceil_mode=True)[0])
+    fill = num[-1] / den[-1].clamp_min(1e-6)
+    if float(den[-1].max()) <= 0:
+        fill = torch.zeros_like(fill)
+    for lvl in range(len(num) - 2, -1, -1):
+        shp = num[lvl].shape[1:]
+        up = F.interpolate(fill.unsqueeze(0), size=shp, mode="trilinear", align_corners=False)[0]
+        d = den[lvl]
+        val = num[lvl] / d.clamp_min(1e-6)
+        a = d.clamp(0, 1)
+        fill = a * val + (1 - a) * up  # partial coverage blends with the coarser estimate
+    return mask * img + (1 - mask) * fill
+
+
+def _shift(x, off, r):
+    """x padded by r; return the window shifted by offset off (3 ints)."""
+    d, h, w = x.shape[1] - 2 * r, x.shape[2] - 2 * r, x.shape[3] - 2 * r
+    return x[:, r + off[0]: r + off[0] + d, r + off[1]: r + off[1] + h, r + off[2]: r + off[2] + w]
+
+
+# MIND-SSC: the 12 pairs of the 6-neighbourhood whose members are sqrt(2) apart (edges of an octahedron)
+_SIX = [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 1), (0, 0, -1)]
+_PAIRS = [(a, b) for a in range(6) for b in range(a + 1, 6)
+          if sum((_SIX[a][i] - _SIX[b][i]) ** 2 for i in range(3)) == 2]
+
+
+def mind_ssc(img, dilation=1, patch_radius=1):
+    """img (1, D, H, W) -> (12, D, H, W) self-similarity context descriptor in [0, 1]."""
+    r = dilation
+    xp = F.pad(img.unsqueeze(0), [r] * 6, mode="replicate")[0]
+    chans = []
+    for a, b in _PAIRS:
+        oa = [v * r for v in _SIX[a]]
+        ob = [v * r for v in _SIX[b]]
+        chans.append((_shift(xp, oa, r) - _shift(xp, ob, r)) ** 2)
+    ssd = torch.cat(chans, 0)
+    if patch_radius > 0:  # patch distance = box-filtered squared differences
+        k = 2 * patch_radius + 1
+        ssd = F.avg_pool3d(F.pad(ssd.unsqueeze(0), [patch_radius] * 6, mode="replicate"), k, 1)[0]
+    ssd = ssd - ssd.min(0, keepdim=True).values
+    var = ssd.mean(0, keepdim=True)
+    # variance floor: keeps flat regions (and fp noise) from producing random descriptors
+    var = var.clamp(min=float(var.mean()) * 0.001 + 1e-6, max=float(var.mean()) * 1000 + 1e-6)
+    mind = torch.exp(-ssd / var)
+    return mind / mind.max(0, keepdim=True).values.clamp_min(1e-6)
+
+
+def multi_mind(img, dilations, patch_radius):
+    return torch.cat([mind_ssc(img, d, patch_radius) for d in dilations], 0)
+
+
+def anechoic_weight(us, fan, spacing, cfg):
+    """Weight in (0, 1]: low where the iUS is dark inside the fan (fluid-filled cavity = missing tissue)."""
+    sig = [cfg["anechoic_smooth_mm"] / s for s in spacing]
+    s = smooth(us * fan, sum(sig) / 3) / smooth(fan, sum(sig) / 3).clamp_min(1e-3)
+    inside = us[fan > 0.5]
+    if inside.numel() < 10:
+        return torch.ones_like(us)
+    med = torch.median(inside)
+    dark = ((s < cfg["anechoic_rel_threshold"] * med) & (fan > 0.5)).float()
+    r = int(round(cfg["anechoic_dilate_mm"] / (sum(spacing) / 3)))
+    dark = dilate(dark, r) * fan
+    return 1.0 - (1.0 - cfg["anechoic_weight"]) * dark
+
+
+def coarsen(ff, mf, w, spacing, shape_out, spacing_out):
+    """Features of a coarser level = anti-aliased resampling of the fine features (more robust across
+    modalities than MIND of a blurred image), on the align_corners-consistent level grid."""
+    from .warp import downsample
+    dn = lambda v: downsample(v.float(), spacing, shape_out, spacing_out).to(v.dtype)
+    return dn(ff), {n: dn(v) for n, v in mf.items()}, dn(w)
+
+
+def level_features(us, movs, spacing, fcfg):
+    """us (1, ...) and movs {name: (1, ...)} on one level grid -> fixed features, moving features
+    {name: feats} and a similarity weight (1, ...) (fan mask x anechoic down-weighting)."""
+    fan = (us > fcfg["fixed_mask_threshold"]).float()
+    # interpolation blurs the fan border: treat partial voxels as outside, then erode a little more
+    fan = (smooth(fan, 0.5) > 0.99).float()
+    r = int(round(fcfg["mask_erode_mm"] / (sum(spacing) / 3)))
+    fan_e = erode(fan, r)
+    if float(fan_e.sum()) < 27:  # tiny fans: fall back to the whole box
+        fan_e = torch.ones_like(fan)
+    usn = robust_normalise(us, fan_e)
+    if fcfg["inpaint"]:
+        usn = inpaint(usn, fan_e)
+    ff = multi_mind(usn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
+    mf = {}
+    for name, m in movs.items():
+        p99 = torch.quantile(m.flatten()[:: max(1, m.numel() // 200000)].float(), 0.99)
+        head = (m > fcfg["moving_mask_rel_threshold"] * p99).float()
+        if float(head.mean()) < 0.05:
+            head = torch.ones_like(m)
+        mn = robust_normalise(m, head)
+        if fcfg["inpaint"]:
+            mn = inpaint(mn, head)
+        mf[name] = multi_mind(mn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
+    w = fan_e
+    if fcfg["anechoic_downweight"]:
+        w = w * anechoic_weight(us, fan, spacing, fcfg)
+    return ff, mf, w

@@ -1,0 +1,184 @@
+"""Registration: features -> robust global pose -> deformable discrete -> Adam refinement -> full field."""
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .discrete import discrete_field
+from .features import coarsen, level_features
+from .refine import adam_refine
+from .rigid import trimmed_fit
+from .warp import (apply_affine, downsample, identity_mm, level_grid, min_jacobian_mm, resize_field,
+                   sample)
+
+
+@dataclass
+class Result:
+    displacement: np.ndarray
+    stage_seconds: dict = field(default_factory=dict)
+    device: str = "cpu"
+    affine_mm: np.ndarray = None    # global pose: fixed mm -> moving mm
+    min_jacobian: float = None      # of the written field
+    deform_scale: float = 1.0       # < 1 when the plausibility check had to shrink the deformable part
+
+
+def _pick_device(device):
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class Registration:
+    def __init__(self, config, device=None):
+        self.cfg = config
+        self.device = _pick_device(device if device is not None else config.get("device"))
+        if config.get("threads"):
+            torch.set_num_threads(int(config["threads"]))
+
+    @property
+    def device_name(self):
+        if self.device.type == "cuda":
+            return f"cuda ({torch.cuda.get_device_name(self.device)})"
+        return "cpu"
+
+    def register(self, fixed, moving, spacing, target="ceT1"):
+        if target not in moving:
+            raise KeyError(f"target {target!r} not in moving sequences {sorted(moving)}")
+        prev_det = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        try:
+            torch.manual_seed(int(self.cfg.get("seed", 0)))
+            with torch.no_grad():
+                return self._register(fixed, moving, tuple(float(s) for s in spacing), target)
+        finally:
+            torch.use_deterministic_algorithms(prev_det)
+
+    # ---------------------------------------------------------------------------------------------
+    def _levels(self, shape, spacing, res):
+        return level_grid(shape, spacing, res, self.cfg.get("max_working_voxels"))
+
+    def _register(self, fixed, moving, spacing, target):
+        cfg, dev = self.cfg, self.device
+        half = dev.type == "cuda" and cfg.get("half_on_cuda", True)
+        times = {}
+        t0 = time.perf_counter()
+        shape = tuple(fixed.shape)
+        names = [target] + ([n for n in moving if n != target] if cfg.get("multi_sequence", True) else [])
+        sw = {n: float(cfg["sequence_weights"].get(n, 1.0)) for n in names}
+        full = {"us": torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32)).to(dev)[None]}
+        for n in names:
+            full[n] = torch.from_numpy(np.ascontiguousarray(moving[n], dtype=np.float32)).to(dev)[None]
+
+        # MIND on a fine base grid, coarser levels by resampling the features (robust across modalities)
+        bshape, bsp = level_grid(shape, spacing, cfg["feature_mm"], cfg.get("max_feature_voxels"))
+        us = downsample(full["us"], spacing, bshape, bsp)
+        movs = {n: downsample(full[n], spacing, bshape, bsp) for n in names}
+        base = level_features(us, movs, bsp, cfg["features"])
+        del us, movs
+        cache = {}
+
+        def feats(res):
+            key = self._levels(shape, spacing, res)
+            if key not in cache:
+                lshape, lsp = key
+                ff, mf, w = coarsen(*base, bsp, lshape, lsp)
+                if half:
+                    ff = ff.half()
+                    mf = {n: v.half() for n, v in mf.items()}
+                cache[key] = (lshape, lsp, ff, mf, w)
+            return cache[key]
+
+        def sync():
+            if dev.type == "cuda":
+                torch.cuda.synchronize()
+
+        g = cfg["global"]
+        dd = cfg["deformable_discrete"]
+        rc = cfg["refine"]
+        for res in (g["levels_mm"] if g["enabled"] else []) + (dd["levels_mm"] if dd["enabled"] else []) \
+                + ([rc["level_mm"]] if rc["enabled"] else []):
+            feats(res)
+        sync()
+        times["features"] = time.perf_counter() - t0
+
+        # --- global: coarse-to-fine discrete search + trimmed rigid/affine fit, iterated ---
+        t0 = time.perf_counter()
+        A = torch.eye(4, device=dev)
+        if g["enabled"]:
+            for _ in range(int(g["iterations"])):
+                for res in g["levels_mm"]:
+                    lshape, lsp, ff, mf, w = feats(res)
+                    x = identity_mm(lshape, lsp, dev)
+                    pos = apply_affine(A, x)
+                    mfs = [(sample(mf[n].float(), pos, lsp).to(ff.dtype), sw[n]) for n in names]
+                    u = discrete_field(ff, mfs, w, lsp, int(g["radius"]), cfg["discrete"])
+                    sel = (w[0] >= g["min_weight"])
+                    if int(sel.sum()) < 20:
+                        sel = w[0] > 0
+                    src = x[:, sel].t()
+                    dst = apply_affine(A, (x + u)[:, sel]).t()
+                    A = trimmed_fit(src, dst, w[0][sel], g["model"], g["trim_keep"], g["trim_iterations"])
+        sync()
+        times["global"] = time.perf_counter() - t0
+
+        # --- deformable discrete (coupled convex) on the posed moving image ---
+        t0 = time.perf_counter()
+        u_def, u_shape, u_sp = None, None, None
+        if dd["enabled"]:
+            for res in dd["levels_mm"]:
+                lshape, lsp, ff, mf, w = feats(res)
+                x = identity_mm(lshape, lsp, dev)
+                u_prev = torch.zeros_like(x) if u_def is None else resize_field(u_def, lshape)
+                pos = apply_affine(A, x + u_prev)
+                mfs = [(sample(mf[n].float(), pos, lsp).to(ff.dtype), sw[n]) for n in names]
+                du = discrete_field(ff, mfs, w, lsp, int(dd["radius"]), cfg["discrete"])
+                u_def = du + sample(u_prev, x + du, lsp)  # compose: new step first, then the old field
+                u_shape, u_sp = lshape, lsp
+        sync()
+        times["deformable_discrete"] = time.perf_counter() - t0
+
+        # --- Adam refinement ---
+        t0 = time.perf_counter()
+        if rc["enabled"]:
+            lshape, lsp, ff, mf, w = feats(rc["level_mm"])
+            u0 = torch.zeros((3,) + lshape, device=dev) if u_def is None else resize_field(u_def, lshape)
+            with torch.enable_grad():
+                u_def = adam_refine(ff, [(mf[n], sw[n]) for n in names], w, lsp, A, u0, rc)
+            u_shape, u_sp = lshape, lsp
+        sync()
+        times["refine"] = time.perf_counter() - t0
+
+        # --- plausibility + full-resolution field ---
+        t0 = time.perf_counter()
+        pc = cfg["plausibility"]
+        scale = 1.0
+        if u_def is not None:
+            for _ in range(int(pc["max_scale_halvings"]) + 1):
+                if min_jacobian_mm(u_def * scale, u_sp) > pc["min_jacobian"]:
+                    break
+                scale *= 0.5
+            else:
+                scale = 0.0
+        disp, jmin, scale = self._full_field(A, u_def, scale, shape, spacing, pc)
+        sync()
+        times["full_field"] = time.perf_counter() - t0
+        times["total"] = sum(times.values())
+        return Result(displacement=disp, stage_seconds=times, device=self.device_name,
+                      affine_mm=A.cpu().numpy(), min_jacobian=jmin, deform_scale=scale)
+
+    def _full_field(self, A, u_def, scale, shape, spacing, pc):
+        dev = A.device
+        sp = torch.tensor(spacing, device=dev).view(3, 1, 1, 1)
+        up = None if u_def is None else resize_field(u_def, shape)
+        while True:
+            x = identity_mm(shape, spacing, dev)
+            pos = x if up is None or scale == 0 else x + scale * up
+            disp_mm = apply_affine(A, pos) - x
+            del pos, x
+            jmin = min_jacobian_mm(disp_mm, spacing)
+            if jmin > 0 or scale == 0 or up is None:
+                break
+            scale = scale * 0.5 if scale > 1.0 / 64 else 0.0  # last resort: the global pose alone
+        disp_vox = (disp_mm / sp).permute(1, 2, 3, 0).contiguous().cpu().numpy().astype(np.float32)
+        return disp_vox, jmin, scale

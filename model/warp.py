@@ -1,0 +1,128 @@
+"""Grids and field utilities. Every working grid is align_corners-consistent with the full grid:
+level voxel o sits at full index o * (N - 1) / (M - 1), so corners coincide and nothing shifts at edges.
+Internal fields are channel-first (3, D, H, W) in mm of the fixed frame (index * spacing)."""
+import math
+
+import torch
+import torch.nn.functional as F
+
+
+def level_grid(shape, spacing, res_mm, max_voxels=None):
+    """Shape and per-axis spacing of a working level at about res_mm (never finer than the input)."""
+    res = float(res_mm)
+    while True:
+        m = [max(2, min(n, int(round((n - 1) * s / res)) + 1)) for n, s in zip(shape, spacing)]
+        if max_voxels is None or math.prod(m) <= max_voxels:
+            break
+        res *= 1.05
+    sp = [(n - 1) * s / (mm - 1) for n, s, mm in zip(shape, spacing, m)]
+    return tuple(m), tuple(sp)
+
+
+def identity_mm(shape, spacing, device=None, dtype=torch.float32):
+    axes = [torch.arange(n, device=device, dtype=dtype) * s for n, s in zip(shape, spacing)]
+    return torch.stack(torch.meshgrid(*axes, indexing="ij"), 0)
+
+
+def _normalised(pos_vox, shape):
+    # grid_sample wants (..., 3) in (k, j, i) order, [-1, 1] with align_corners=True
+    g = [2.0 * pos_vox[c] / max(shape[c] - 1, 1) - 1.0 for c in range(3)]
+    return torch.stack(g[::-1], -1)
+
+
+def sample(vol, pos_mm, spacing, mode="bilinear", padding="border"):
+    """vol (C, D, H, W) on a grid with `spacing`; pos_mm (3, ...) -> (C, ...)."""
+    shape = vol.shape[1:]
+    pos_vox = pos_mm / torch.tensor(spacing, device=pos_mm.device, dtype=pos_mm.dtype).view(3, 1, 1, 1)
+    grid = _normalised(pos_vox, shape).unsqueeze(0).to(vol.dtype)
+    out = F.grid_sample(vol.unsqueeze(0), grid, mode=mode, padding_mode=padding, align_corners=True)
+    return out[0]
+
+
+def resize_field(u, shape):
+    """Resample a (3, ...) mm field to another align_corners-consistent grid of the same box."""
+    if tuple(u.shape[1:]) == tuple(shape):
+        return u
+    return F.interpolate(u.unsqueeze(0), size=tuple(shape), mode="trilinear", align_corners=True)[0]
+
+
+def downsample(vol, spacing, shape_out, spacing_out):
+    """Anti-aliased resampling of vol (C, D, H, W) onto a coarser level grid.
+    Box-average by an integer factor k after padding the end to a multiple of k (so pooled cell o
+    is centred exactly at full index o*k + (k-1)/2), then sample the exact level positions."""
+    k = [max(1, int(so / s)) for s, so in zip(spacing, spacing_out)]
+    x = vol
+    if max(k) > 1:
+        pad = []
+        for c in (2, 1, 0):
+            n = x.shape[1 + c]
+            pad += [0, (-n) % k[c]]
+        x = F.pad(x.unsqueeze(0), pad, mode="replicate")
+        x = F.avg_pool3d(x, kernel_size=k, stride=k)[0]
+    pooled_shape = x.shape[1:]
+    # level voxel o is at full index o*so/s; pooled index = (full - (k-1)/2) / k
+    axes = []
+    for c in range(3):
+        full = torch.arange(shape_out[c], device=vol.device, dtype=torch.float32) * (spacing_out[c] / spacing[c])
+        axes.append((full - (k[c] - 1) / 2.0) / k[c])
+    pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), 0)
+    grid = _normalised(pos, pooled_shape).unsqueeze(0).to(x.dtype)
+    return F.grid_sample(x.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
+
+
+def gaussian_kernel1d(sigma, device=None):
+    r = max(1, int(math.ceil(2.5 * sigma)))
+    t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
+    k = torch.exp(-0.5 * (t / max(sigma, 1e-6)) ** 2)
+    return k / k.sum()
+
+
+def smooth(x, sigma):
+    """Separable Gaussian smoothing of (C, D, H, W), replicate border (no pull towards zero at edges)."""
+    if sigma <= 0:
+        return x
+    k = gaussian_kernel1d(sigma, x.device).to(x.dtype)
+    r = (k.numel() - 1) // 2
+    c = x.shape[0]
+    y = x.unsqueeze(0)
+    for ax in range(3):
+        shp = [1, 1, 1]
+        shp[ax] = k.numel()
+        w = k.view(1, 1, *shp).repeat(c, 1, 1, 1, 1)
+        pad = [0] * 6
+        pad[2 * (2 - ax)] = r
+        pad[2 * (2 - ax) + 1] = r
+        y = F.conv3d(F.pad(y, pad, mode="replicate"), w, groups=c)
+    return y[0]
+
+
+def jacobian_det_vox(u_vox):
+    """J of x -> x + u for a channel-first voxel field, central differences (one-sided at the borders)."""
+    g = []
+    for c in range(3):
+        g.append(torch.stack(torch.gradient(u_vox[c], dim=(0, 1, 2)), 0))
+    a = torch.stack(g, 0)  # a[c, d] = d u_c / d x_d
+    a = a + torch.eye(3, dtype=a.dtype, device=a.device).view(3, 3, 1, 1, 1)
+    return (a[0, 0] * (a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1])
+            - a[0, 1] * (a[1, 0] * a[2, 2] - a[1, 2] * a[2, 0])
+            + a[0, 2] * (a[1, 0] * a[2, 1] - a[1, 1] * a[2, 0]))
+
+
+def min_jacobian_mm(u_mm, spacing, chunk=32):
+    """Smallest J of a mm field, in slabs along axis 0 so a 256^3 field needs little extra memory."""
+    sp = torch.tensor(spacing, dtype=u_mm.dtype, device=u_mm.device).view(3, 1, 1, 1)
+    n = u_mm.shape[1]
+    jmin = float("inf")
+    for s in range(0, n, chunk):
+        lo, hi = max(0, s - 1), min(n, s + chunk + 1)
+        j = jacobian_det_vox(u_mm[:, lo:hi] / sp)
+        a, b = s - lo, s - lo + min(chunk, n - s)
+        jmin = min(jmin, float(j[a:b].min()))
+    return jmin
+
+
+def apply_affine(A, pts):
+    """A (4, 4) mm affine on (3, ...) points."""
+    shp = pts.shape
+    p = pts.reshape(3, -1)
+    return (A[:3, :3] @ p + A[:3, 3:4]).reshape(shp)
