@@ -4,12 +4,9 @@
 # Runs `python process.py` with no arguments: /input -> /output (see README.md, docs/CONTAINER.md).
 FROM pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime
 
-# which MR sequences this image registers: ceT1 | T2 | all (baked in; REMIND2REG_SEQUENCES at run time)
-ARG SEQUENCES=all
 ENV PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
-    REMIND2REG_SEQUENCES=${SEQUENCES}
+    PIP_DISABLE_PIP_VERSION_CHECK=1
 
 # Grand Challenge rejects images that run as root
 RUN groupadd --system --gid 1000 user \
@@ -27,6 +24,11 @@ COPY process.py /opt/app/process.py
 COPY interfaces/*.py /opt/app/interfaces/
 COPY model/ /opt/app/model/
 COPY resources/ /opt/app/resources/
+
+# which MR sequences this image registers: ceT1 | T2 | all (baked in; REMIND2REG_SEQUENCES at run time).
+# Declared last so the ceT1 and T2 images share every other layer.
+ARG SEQUENCES=all
+ENV REMIND2REG_SEQUENCES=${SEQUENCES}
 
 USER user
 ENTRYPOINT ["python", "/opt/app/process.py"]
