@@ -22,6 +22,8 @@ from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, dis
 #   intraoperative-ultrasound (fixed iUS, _0000), preoperative-t1-contrast-mri (ceT1, _0001),
 #   preoperative-t2-mri (T2, _0002), output displacement-field (DSPF)
 from interfaces.grand_challenge import SLUG_CET1, SLUG_DISPLACEMENT, SLUG_IUS, SLUG_MODALITY, SLUG_T2  # noqa: F401
+from interfaces.grand_challenge import choose_target
+from interfaces.organisers import wanted_modalities
 
 PREDICTIONS = "predictions.json"
 TIMINGS = "timings.json"
@@ -107,12 +109,14 @@ def _job_pair(job: dict) -> tuple[str, int]:
     if FIXED_INDEX not in modalities:
         raise ValueError("no iUS input (ReMIND2Reg_XXXX_0000) among the job's inputs")
     moving = sorted(m for m in modalities if m != FIXED_INDEX)
-    if len(moving) != 1:
-        raise ValueError(f"expected exactly one MR input, found {len(moving)}: cannot tell the pair")
+    if not moving:
+        raise ValueError("no MR input (ReMIND2Reg_XXXX_0001 or _0002) among the job's inputs")
+    # a job with both MRs is scored for the sequence the algorithm wrote its field for (the same rule)
+    target = choose_target(moving, wanted_modalities(None))
     case = modalities[FIXED_INDEX]
-    if modalities[moving[0]] != case:
-        raise ValueError(f"fixed case {case} but moving case {modalities[moving[0]]}")
-    return case, moving[0]
+    if modalities[target] != case:
+        raise ValueError(f"fixed case {case} but moving case {modalities[target]}")
+    return case, target
 
 
 def _job_field(input_dir: str, job: dict) -> str:

@@ -170,3 +170,21 @@ def test_report_pngs(dataset, tmp_path):
     code, data = evaluate(inp, gt, tmp_path / "m.json", report_dir=str(tmp_path / "report"), workers=1)
     pngs = sorted(os.listdir(tmp_path / "report"))
     assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE.png" in pngs
+
+
+def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
+    # the algorithm writes the ceT1 field for a job carrying both MRs (interfaces.grand_challenge.choose_target);
+    # the evaluation must pair that job the same way
+    root, gt, points, fields = dataset
+    inp = synth.write_gc_layout(str(tmp_path / "in"), {("0099", 1): fields[("0099", 1)]}, synth.oblique_grid())
+    with open(os.path.join(inp, "predictions.json")) as handle:
+        jobs = json.load(handle)
+    key = "interface" if "interface" in jobs[0]["inputs"][0] else "socket"
+    jobs[0]["inputs"].append({key: {"slug": "preoperative-t2-mri", "relative_path": "images/preoperative-t2-mri"},
+                              "image": {"name": "ReMIND2Reg_0099_0002.nii.gz"}})
+    with open(os.path.join(inp, "predictions.json"), "w") as handle:
+        json.dump(jobs, handle)
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert "0099_0000<--0099_0001" in data["cases"], data["failed_cases"]
+    np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0001"][M.TRE]["detailed"],
+                               reference_tre(points[("0099", 1)], fields[("0099", 1)]), atol=1e-4)
