@@ -49,8 +49,27 @@ def _saliency(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
 def _finish(src: dict) -> dict:
     for k in ("t1", "t2", "brain", "gm", "wm", "csf", "tumour"):
         src[k] = np.ascontiguousarray(src[k], dtype=np.float32)
-    src["saliency"] = _saliency(src["t1"] / max(np.percentile(src["t1"][src["brain"] > 0.5], 99), 1e-6),
-                                src["brain"])
+    # the structure tensor is the slow part (~10 s): cache it outside the repository
+    cache_dir = os.environ.get("SIM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "remind_sim"))
+    cache = os.path.join(cache_dir, f"saliency_{src['name']}_v1.npy")
+    sal = None
+    if os.path.exists(cache):
+        try:
+            sal = np.load(cache)
+            if sal.shape != src["t1"].shape:
+                sal = None
+        except Exception:
+            sal = None
+    if sal is None:
+        sal = _saliency(src["t1"] / max(np.percentile(src["t1"][src["brain"] > 0.5], 99), 1e-6), src["brain"])
+        try:
+            os.makedirs(cache_dir, exist_ok=True)
+            tmp = cache + f".{os.getpid()}.tmp.npy"
+            np.save(tmp, sal)
+            os.replace(tmp, cache)
+        except OSError:
+            pass
+    src["saliency"] = sal
     sal = src["saliency"]
     src["peaks"] = np.argwhere((sal == ndimage.maximum_filter(sal, size=5)) & (sal > np.percentile(sal[sal > 0], 70)))
     src["spacing"] = np.sqrt((src["affine"][:3, :3] ** 2).sum(0))

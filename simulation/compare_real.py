@@ -31,7 +31,7 @@ def real_volumes():
 
 def _acl(cube, spacing):
     c = cube - cube.mean()
-    F = np.fft.rfftn(c, s=[2 * n for n in c.shape])
+    F = np.fft.rfftn(c, s=[2 * n for n in c.shape], axes=(0, 1, 2))
     ac = np.fft.irfftn(np.abs(F) ** 2)[: c.shape[0], : c.shape[1], : c.shape[2]]
     ac /= ac[0, 0, 0] + 1e-12
     out = []
@@ -60,7 +60,7 @@ def us_stats(vol: np.ndarray, spacing, rng=None) -> dict:
     for idx in cand[rng.choice(len(cand), size=min(4, len(cand)), replace=False)] if len(cand) else []:
         lo = idx - n // 2
         cube = vol[lo[0]:lo[0] + n, lo[1]:lo[1] + n, lo[2]:lo[2] + n].astype(np.float64)
-        if cube.shape == (n, n, n):
+        if cube.shape == (n, n, n) and cube.std() > 1e-3 and (cube <= 1.0).mean() < 0.05:
             acls.append(_acl(cube, spacing))
     acls = np.asarray(acls) if acls else np.full((1, 3), np.nan)
     w = max(2, int(round(4.0 / spacing.mean())))

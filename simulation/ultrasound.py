@@ -14,10 +14,10 @@ DEFAULTS = dict(
     psf_axial_mm=0.45, psf_lat_deg=0.9, psf_elev_deg=1.3,  # Gaussian PSF sigmas (anisotropic along the beam)
     w_base=1.0, w_iface=14.0, w_rim=12.0, w_texture=0.35,
     mu_db_cm=0.45,                       # net attenuation after TGC, dB/cm (one way, folded)
-    shadow_k=0.9,                        # extra attenuation per unit interface strength per mm
+    shadow_k=0.3,                        # extra attenuation per unit interface strength per mm
     bone_echo=12.0, bone_mu=0.6,          # beyond the brain (skull): bright and shadowing
     gap_mm=25.0,
-    gamma=0.6, target_median=26.0, floor=1.0, out_max=255.0,
+    gamma=0.6, target_median=30.0, floor=1.0, out_max=255.0,
 )
 
 
@@ -54,8 +54,8 @@ def echogenicity(src, cav, rim, P, rng):
     sp = src["spacing"]
     Z = 1.0 * wm + 0.8 * gm + 0.15 * csf + 1.15 * tum
     grad = ndimage.gaussian_gradient_magnitude(Z, sigma=0.6 / sp)
-    ref = np.percentile(grad[brain > 0.5], 99) + 1e-6
-    iface = np.clip(grad / ref, 0, 2.0) ** 1.5
+    ref = np.percentile(grad[brain > 0.5], 95) + 1e-6
+    iface = np.clip(grad / ref, 0, 2.5) ** 1.5
     texture = ndimage.gaussian_filter(rng.normal(size=wm.shape).astype(np.float32), 1.5 / sp)
     texture /= texture.std() + 1e-6
     base = 0.6 * wm + 0.42 * gm + 0.04 * csf + 0.9 * tum
