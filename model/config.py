@@ -13,6 +13,7 @@ DEFAULTS = {
     "features": {
         "mind_dilations": [1, 2],   # MIND-SSC at more than one scale (level voxels)
         "mind_patch_radius": 1,
+        "pca_channels": 8,          # joint PCA of the MIND channels (0: keep all)
         "fixed_mask_threshold": 0.0,    # iUS fan = iUS > this
         "moving_mask_rel_threshold": 0.05,  # MR head = MR > this * 99th percentile
         "mask_erode_mm": 1.0,       # keep clear of the fan border
@@ -30,7 +31,7 @@ DEFAULTS = {
     "max_working_voxels": 350000,   # coarsen the finest level to fit the time budget
     "global": {
         "enabled": True,
-        "levels_mm": [8.0, 4.0, 3.0],  # coarse-to-fine discrete search, each followed by a trimmed fit
+        "levels_mm": [6.0, 3.0],  # coarse-to-fine discrete search, each followed by a trimmed fit
         "radius": 3,                # displacement search radius in level voxels
         "iterations": 2,            # repeat the pyramid from the new pose (large offsets)
         "model": "rigid",           # "rigid" or "affine"
@@ -39,7 +40,7 @@ DEFAULTS = {
         "min_weight": 0.5,
     },
     "discrete": {
-        "coupled_lambdas": [0.0, 0.05, 0.2, 0.6, 1.5],  # coupled convex schedule (per mm^2)
+        "coupled_lambdas": [0.0, 0.1, 0.5, 1.5],  # coupled convex schedule (per mm^2)
         "smooth_sigma_vox": 1.5,    # smoothing of the coupled field
         "softmin_temperature": 0.02,
         "cost_box_radius": 1,       # aggregate the per-voxel cost over a small patch

@@ -23,8 +23,8 @@ def cost_volume(ff, mfs, w, offsets, box_radius):
         o = [int(v) + r for v in offsets[k]]
         acc = None
         for (mf, sw), mp in zip(mfs, pads):
-            diff = ff - mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
-            c = diff.pow(2).float().mean(0) * sw
+            diff = torch.sub(ff, mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]).square_()
+            c = diff.float().sum(0).mul_(sw / ff.shape[0])
             acc = c if acc is None else acc + c
         out[k] = acc
     out *= w[0]

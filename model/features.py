@@ -105,6 +105,23 @@ def anechoic_weight(us, fan, spacing, cfg):
     return 1.0 - (1.0 - cfg["anechoic_weight"]) * dark
 
 
+def pca_reduce(ff, mf, k):
+    """Project fixed and moving features on the top-k principal directions of their joint channel
+    covariance: SSD is nearly kept, and every cost volume gets C/k times cheaper."""
+    c = ff.shape[0]
+    if k is None or k <= 0 or k >= c:
+        return ff, mf
+    xs = [ff.reshape(c, -1)] + [v.reshape(c, -1) for v in mf.values()]
+    x = torch.cat([v[:, :: max(1, v.shape[1] // 100000)] for v in xs], 1).double()
+    x = x - x.mean(1, keepdim=True)
+    evals, evecs = torch.linalg.eigh(x @ x.t() / x.shape[1])
+    p = evecs[:, -k:].flip(1)
+    p = p * torch.sign(p.sum(0, keepdim=True) + 1e-12)  # fixed sign: deterministic across devices
+    p = p.t().float().to(ff.dtype)
+    proj = lambda v: (p @ v.reshape(c, -1).float().to(p.dtype)).reshape((k,) + v.shape[1:])
+    return proj(ff), {n: proj(v) for n, v in mf.items()}
+
+
 def coarsen(ff, mf, w, spacing, shape_out, spacing_out):
     """Features of a coarser level = anti-aliased resampling of the fine features (more robust across
     modalities than MIND of a blurred image), on the align_corners-consistent level grid."""

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from .discrete import discrete_field
-from .features import coarsen, level_features
+from .features import coarsen, level_features, pca_reduce
 from .refine import adam_refine
 from .rigid import trimmed_fit
 from .warp import (apply_affine, downsample, identity_mm, level_grid, min_jacobian_mm, resize_field,
@@ -74,7 +74,9 @@ class Registration:
         bshape, bsp = level_grid(shape, spacing, cfg["feature_mm"], cfg.get("max_feature_voxels"))
         us = downsample(full["us"], spacing, bshape, bsp)
         movs = {n: downsample(full[n], spacing, bshape, bsp) for n in names}
-        base = level_features(us, movs, bsp, cfg["features"])
+        ff, mf, w = level_features(us, movs, bsp, cfg["features"])
+        ff, mf = pca_reduce(ff, mf, cfg["features"].get("pca_channels"))
+        base = (ff, mf, w)
         del us, movs
         cache = {}
 

@@ -46,25 +46,37 @@ def resize_field(u, shape):
     return F.interpolate(u.unsqueeze(0), size=tuple(shape), mode="trilinear", align_corners=True)[0]
 
 
+def _pad_odd(x, pad):
+    """Point-symmetric (odd) reflection padding: keeps linear trends across the border, so box
+    averages near the edge are not biased towards the edge value (replicate padding would be)."""
+    x5 = x.unsqueeze(0)
+    if all(p < n for p, n in zip(pad[::2][::-1], x.shape[1:])) and all(
+            p < n for p, n in zip(pad[1::2][::-1], x.shape[1:])):
+        return (2 * F.pad(x5, pad, mode="replicate") - F.pad(x5, pad, mode="reflect"))[0]
+    return F.pad(x5, pad, mode="replicate")[0]
+
+
 def downsample(vol, spacing, shape_out, spacing_out):
     """Anti-aliased resampling of vol (C, D, H, W) onto a coarser level grid.
-    Box-average by an integer factor k after padding the end to a multiple of k (so pooled cell o
-    is centred exactly at full index o*k + (k-1)/2), then sample the exact level positions."""
+    Box-average by an integer factor k after odd-reflection padding of k voxels in front and
+    >= k at the end (to a multiple of k): pooled cell o is centred exactly at full index
+    o*k - k + (k-1)/2, and every level position is then sampled inside the pooled grid, so sizes that
+    do not divide give no shift at the edges (a linear ramp is reproduced exactly)."""
     k = [max(1, int(so / s)) for s, so in zip(spacing, spacing_out)]
     x = vol
+    lo = [kk if kk > 1 else 0 for kk in k]
     if max(k) > 1:
         pad = []
         for c in (2, 1, 0):
-            n = x.shape[1 + c]
-            pad += [0, (-n) % k[c]]
-        x = F.pad(x.unsqueeze(0), pad, mode="replicate")
-        x = F.avg_pool3d(x, kernel_size=k, stride=k)[0]
+            n = x.shape[1 + c] + 2 * lo[c]
+            pad += [lo[c], lo[c] + (-n) % k[c]]
+        x = _pad_odd(x, pad)
+        x = F.avg_pool3d(x.unsqueeze(0), kernel_size=k, stride=k)[0]
     pooled_shape = x.shape[1:]
-    # level voxel o is at full index o*so/s; pooled index = (full - (k-1)/2) / k
     axes = []
     for c in range(3):
         full = torch.arange(shape_out[c], device=vol.device, dtype=torch.float32) * (spacing_out[c] / spacing[c])
-        axes.append((full - (k[c] - 1) / 2.0) / k[c])
+        axes.append((full + lo[c] - (k[c] - 1) / 2.0) / k[c])
     pos = torch.stack(torch.meshgrid(*axes, indexing="ij"), 0)
     grid = _normalised(pos, pooled_shape).unsqueeze(0).to(x.dtype)
     return F.grid_sample(x.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)[0]

@@ -1,0 +1,133 @@
+"""Model tests: CI-sized volumes on the CPU (the whole file should run in about a minute)."""
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from scipy import ndimage as ndi
+
+from model import Registration, load_config
+from model.warp import downsample, level_grid, min_jacobian_mm, resize_field
+
+FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1}}
+
+
+def blobs(shape, seed=0, sigma=3.0):
+    rng = np.random.default_rng(seed)
+    v = ndi.gaussian_filter(rng.standard_normal(shape), sigma)
+    return ((v - v.min()) / (v.max() - v.min()) + 0.05).astype(np.float32)
+
+
+def shifted(img, t):
+    """moving(y) = img(y - t): fixed voxel x matches moving x + t, so the true field is +t."""
+    return ndi.shift(img, t, order=1, mode="nearest").astype(np.float32)
+
+
+def reg(device="cpu", **over):
+    cfg = load_config(overrides={**FAST, **over})
+    return Registration(cfg, device=device)
+
+
+def interior(d, m=6):
+    return d[m:-m, m:-m, m:-m]
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_translation_each_axis_sign_and_channel(axis):
+    fixed = blobs((48, 48, 48), seed=axis)
+    t = [0.0, 0.0, 0.0]
+    t[axis] = 3.0
+    res = reg().register(fixed, {"ceT1": shifted(fixed, t)}, (1.0, 1.0, 1.0), "ceT1")
+    d = res.displacement
+    assert d.shape == (48, 48, 48, 3) and d.dtype == np.float32
+    med = np.median(interior(d).reshape(-1, 3), axis=0)
+    assert abs(med[axis] - 3.0) < 0.6, med
+    for c in range(3):
+        if c != axis:
+            assert abs(med[c]) < 0.6, med
+
+
+def test_mixed_modality_improves_and_no_folds():
+    mov0 = blobs((56, 56, 56), seed=3)
+    t = np.array([2.5, -2.0, 1.5])
+    mov = shifted(mov0, t)
+    rng = np.random.default_rng(1)
+    fixed = (np.sin(4.0 * mov0) ** 2 + 0.05 * rng.standard_normal(mov0.shape) + 0.2).astype(np.float32)
+    fixed = np.clip(fixed, 0.01, None)
+    res = reg().register(fixed, {"T2": mov}, (1.0, 1.0, 1.0), "T2")
+    pts = rng.uniform(12, 44, size=(40, 3))
+    u = np.stack([ndi.map_coordinates(res.displacement[..., c], pts.T, order=3) for c in range(3)], 1)
+    tre_id = np.linalg.norm(np.broadcast_to(t, pts.shape), axis=1).mean()
+    tre = np.linalg.norm(u - t, axis=1).mean()
+    assert tre < 0.5 * tre_id, (tre, tre_id)
+    assert res.min_jacobian > 0
+    assert min_jacobian_mm(torch.from_numpy(res.displacement).permute(3, 0, 1, 2), (1, 1, 1)) > 0
+
+
+def test_deterministic_and_cpu_only():
+    fixed = blobs((40, 44, 36), seed=5)
+    mov = shifted(fixed, (1.0, 2.0, -1.0))
+    r1 = reg(device="cpu").register(fixed, {"ceT1": mov, "T2": mov}, (1.0, 1.0, 1.0), "ceT1")
+    r2 = reg(device="cpu").register(fixed, {"ceT1": mov, "T2": mov}, (1.0, 1.0, 1.0), "ceT1")
+    assert r1.device == "cpu"
+    assert np.array_equal(r1.displacement, r2.displacement)
+    assert set(r1.stage_seconds) >= {"features", "global", "refine", "total"}
+
+
+def test_pooling_grid_exact_on_non_dividing_sizes():
+    # a linear ramp must be reproduced exactly at every level voxel, corners included
+    shape, sp = (45, 50, 37), (0.5, 0.7, 0.9)
+    idx = np.indices(shape).astype(np.float32)
+    ramp = torch.from_numpy(idx[0] * 0.3 + idx[1] * -0.2 + idx[2] * 0.7)[None]
+    for res in (2.0, 3.0, 5.0):
+        lshape, lsp = level_grid(shape, sp, res)
+        out = downsample(ramp, sp, lshape, lsp)[0].numpy()
+        li = np.indices(lshape).astype(np.float64)
+        full = [li[c] * lsp[c] / sp[c] for c in range(3)]
+        want = full[0] * 0.3 + full[1] * -0.2 + full[2] * 0.7
+        assert np.abs(out - want).max() < 1e-3, res
+        # corners of level and full grid coincide
+        assert abs((lshape[0] - 1) * lsp[0] - (shape[0] - 1) * sp[0]) < 1e-6
+    # a constant field stays constant up to the very edge after upsampling
+    u = torch.ones(3, 7, 9, 5) * torch.tensor([1.0, -2.0, 3.0]).view(3, 1, 1, 1)
+    up = resize_field(u, shape)
+    assert torch.allclose(up, torch.tensor([1.0, -2.0, 3.0]).view(3, 1, 1, 1).expand_as(up))
+
+
+def test_translation_at_edges_non_dividing_size():
+    shape = (45, 51, 38)
+    fixed = blobs(shape, seed=7)
+    res = reg().register(fixed, {"ceT1": shifted(fixed, (2.0, 0.0, -2.0))}, (1.0, 1.0, 1.0), "ceT1")
+    d = res.displacement
+    # the field near every face (not just the centre) carries the translation
+    for sl in [d[3], d[-4], d[:, 3], d[:, -4], d[:, :, 3], d[:, :, -4]]:
+        med = np.median(sl.reshape(-1, 3), axis=0)
+        assert np.abs(med - np.array([2.0, 0.0, -2.0])).max() < 0.8, med
+
+
+def test_config_single_place(tmp_path, monkeypatch):
+    cfg = load_config()
+    on_disk = json.loads((Path(__file__).resolve().parents[1] / "resources" / "config.json").read_text())
+    assert set(on_disk) <= set(cfg)
+    p = tmp_path / "c.json"
+    p.write_text(json.dumps({"refine": {"iterations": 7}}))
+    monkeypatch.setenv("REG_MODEL_CONFIG", str(p))
+    c2 = load_config()
+    assert c2["refine"]["iterations"] == 7 and c2["global"]["enabled"] is True
+    assert load_config(overrides={"global": {"enabled": False}})["global"]["enabled"] is False
+
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "resect-case24" / "us.nii.gz"
+
+
+@pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
+def test_resect_hybrid_improves():
+    from benchmarks.model_dev import make_case, tre
+    c = make_case(shift_mm=(5.0, -4.0, 3.0), angles_deg=(2, -2, 3), smooth_amp_mm=2.0, seed=1)
+    res = Registration(load_config(), device="cpu").register(
+        c["us"], {"ceT1": c["ceT1"], "T2": c["T2"]}, c["spacing"], "ceT1")
+    t_id = tre(np.zeros(c["us"].shape + (3,), np.float32), c["lm_fix"], c["lm_mov"], c["spacing"]).mean()
+    t_m = tre(res.displacement, c["lm_fix"], c["lm_mov"], c["spacing"]).mean()
+    assert t_m < 0.45 * t_id, (t_m, t_id)
+    assert res.min_jacobian > 0
