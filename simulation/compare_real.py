@@ -8,6 +8,20 @@ Statistics, computed the same way for every volume, inside the fan (= voxels > 0
   speckle SNR       median over 8-voxel windows of local mean / local std (windows fully inside the fan)
   autocorr length   full width at half maximum (mm) of the intensity autocorrelation along each index axis,
                     from up to 4 cubes of 32 voxels fully inside the fan (min/max over axes reported)
+
+Structural likeness (iUS vs its co-registered MR on the same grid; `structure_stats`).  Reference: the REAL
+RESECT case 24 (real iUS + real T1 on one grid).  For a simulated case the MR is the moving ceT1 pulled back
+with the exact ground-truth field (MR(x + u(x))), so iUS and MR correspond voxel by voxel, as in case 24.
+All inside the fan eroded by 2 mm (no fan-edge effects):
+  grad_corr         Pearson correlation of the smoothed iUS (Gaussian sigma 1 mm) with the MR gradient
+                    magnitude (of the MR smoothed with sigma 1 mm): do the iUS bright structures sit on MR
+                    tissue boundaries?
+  t1_corr           Pearson correlation of the smoothed iUS with the smoothed MR intensity (sign and size of
+                    the tissue-class contrast: WM brighter than GM gives > 0 on T1)
+  coarse_frac       fraction of the iUS intensity variance at scales > 1.5 mm: var(G_1.5mm * iUS) / var(iUS)
+                    (normalised convolution inside the fan); low = speckle-dominated, high = structure-dominated
+  nmi               normalised mutual information (H(A)+H(B))/H(A,B), 32 x 32 bins between the 1st and 99th
+                    percentiles, of the raw iUS and the MR intensity
 """
 from __future__ import annotations
 
@@ -74,6 +88,69 @@ def us_stats(vol: np.ndarray, spacing, rng=None) -> dict:
                 p5=pct[0], p25=pct[1], p50=pct[2], p75=pct[3], p95=pct[4], p99=pct[5],
                 snr=snr, acl_min_mm=float(np.nanmean(acls.min(1))), acl_max_mm=float(np.nanmean(acls.max(1))),
                 acl_mean_mm=float(np.nanmean(acls)))
+
+
+def _smooth_in(vol, mask, sigma_vox):
+    """Normalised convolution inside mask (no fan-edge darkening)."""
+    m = mask.astype(np.float32)
+    num = ndimage.gaussian_filter(vol.astype(np.float32) * m, sigma_vox)
+    den = ndimage.gaussian_filter(m, sigma_vox)
+    return num / np.maximum(den, 1e-3)
+
+
+def _nmi(a, b, bins=32):
+    lo_a, hi_a = np.percentile(a, [1, 99])
+    lo_b, hi_b = np.percentile(b, [1, 99])
+    h, _, _ = np.histogram2d(np.clip(a, lo_a, hi_a), np.clip(b, lo_b, hi_b), bins=bins)
+    p = h / h.sum()
+    ent = lambda q: -np.sum(q[q > 0] * np.log(q[q > 0]))
+    return float((ent(p.sum(0)) + ent(p.sum(1))) / ent(p))
+
+
+def structure_stats(us: np.ndarray, mr: np.ndarray, spacing, mr_mask=None) -> dict:
+    """Structural likeness of an iUS volume with its voxel-wise corresponding MR (see module doc)."""
+    sp = np.asarray(spacing, float)
+    fan = us > 0
+    if mr_mask is None:
+        mr_mask = mr > 0
+    er = max(1, int(round(2.0 / sp.mean())))
+    inner = ndimage.binary_erosion(fan, iterations=er) & mr_mask
+    us = us.astype(np.float32)
+    mr = mr.astype(np.float32)
+    s1 = _smooth_in(us, fan, 1.0 / sp)
+    s15 = _smooth_in(us, fan, 1.5 / sp)
+    mrs = ndimage.gaussian_filter(mr, 1.0 / sp)
+    g = np.sqrt(sum(np.gradient(mrs, *sp) [c] ** 2 for c in range(3)))
+    corr = lambda a, b: float(np.corrcoef(a[inner], b[inner])[0, 1])
+    v = us[inner]
+    return dict(grad_corr=corr(s1, g), t1_corr=corr(s1, mrs),
+                coarse_frac=float(np.var(s15[inner]) / (np.var(v) + 1e-12)),
+                nmi=_nmi(v, mr[inner]), n_vox=int(inner.sum()))
+
+
+def real_structure(which=("t1",)) -> dict:
+    """structure_stats of the REAL RESECT case 24 (real iUS vs its co-registered real T1/FLAIR)."""
+    d = os.path.join(DATA_DIR, "resect-case24")
+    us_img = nib.load(os.path.join(d, "us.nii.gz"))
+    us = np.asarray(us_img.get_fdata(), np.float32)
+    out = {}
+    for w in which:
+        mr = np.asarray(nib.load(os.path.join(d, f"{w}.nii.gz")).get_fdata(), np.float32)
+        out[w] = structure_stats(us, mr, us_img.header.get_zooms()[:3])
+    return out
+
+
+def sim_structure(case, tissue_only=True) -> dict:
+    """structure_stats of a SIMULATED case: iUS vs the ceT1 pulled back with the exact truth.
+
+    tissue_only: restrict to the brain tissue the fan shows (us_labels == 1: no resection cavity, no fluid gap,
+    no bone), the like-for-like comparison with the pre-resection RESECT case 24, whose fan is all tissue."""
+    from .fields import warp
+    mr = warp(case["moving"]["ceT1"], case["true_displacement"], order=1, mode="constant")
+    mask = mr > 0
+    if tissue_only and "us_labels" in case:
+        mask &= case["us_labels"] == 1
+    return structure_stats(case["fixed"], mr, case["spacing"], mr_mask=mask)
 
 
 def _hist(v, bins):

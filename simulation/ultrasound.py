@@ -1,5 +1,10 @@
 """Post-resection iUS renderer (SIMULATED): fan geometry, echogenicity, speckle, attenuation, shadowing.
 
+Model (per beam sample): intensity = E_tissue * S + (specular reflectors + cavity rim) * (1 - a + a S) + clutter * S,
+times the two-way attenuation (with shadowing behind reflectors and bone), then power-law compression with an
+automatic gain.  S is a compounded speckle field (mean 1).  Specular reflectors are the tissue interfaces and
+thin CSF sheets of the (deformed) anatomy, brightest where they are perpendicular to the beam.
+
 Rendering is done in beam coordinates (depth r, lateral angle a, elevation angle b) like a real 3-D probe,
 then scan-converted onto the fixed grid (trilinear), which also reproduces the smoothing of the organisers'
 resampling.  Outside the fan the image is exactly 0; inside it is >= `floor`.
@@ -11,12 +16,18 @@ from scipy import ndimage
 
 DEFAULTS = dict(
     dr_mm=0.4, dang_deg=0.6,           # beam-grid sampling
-    psf_axial_mm=0.45, psf_lat_deg=0.9, psf_elev_deg=1.3,  # Gaussian PSF sigmas (anisotropic along the beam)
-    w_base=1.0, w_iface=14.0, w_rim=12.0, w_texture=0.35,
+    psf_axial_mm=0.3, psf_lat_deg=0.5, psf_elev_deg=0.7,  # Gaussian PSF sigmas (anisotropic along the beam)
+    compound=0.6,                      # weight of a 2nd independent speckle look (3-D compounding of sweeps)
+    # tissue echogenicity (relative backscatter power): WM slightly brighter than GM, CSF/fluid anechoic
+    e_wm=0.62, e_gm=0.46, e_csf=0.02, e_tumour=1.1, w_texture=0.12, texture_mm=2.5,
+    # specular reflectors: tissue interfaces (|grad| of an impedance map) and thin CSF sheets (sulci, falx)
+    w_iface=15.0, w_ridge=25.0, w_rim=30.0, spec_power=1.6, spec_floor=0.25, spec_speckle=0.35,
+    thin_power=3.0, thin_mm=2.0,
     mu_db_cm=0.45,                       # net attenuation after TGC, dB/cm (one way, folded)
-    shadow_k=0.3,                        # extra attenuation per unit interface strength per mm
-    bone_echo=12.0, bone_mu=0.6,          # beyond the brain (skull): bright and shadowing
+    shadow_k=0.004,                      # extra attenuation (per mm) per unit reflector intensity
+    bone_echo=6.0, bone_mu=0.6,          # beyond the brain (skull): bright and shadowing
     gap_mm=25.0,
+    noise_floor=0.004, reverb=0.02, reverb_mm=6.0,   # electronic noise and near-field clutter (fluid not black)
     gamma=0.6, target_median=30.0, floor=1.0, out_max=255.0,
 )
 
@@ -49,19 +60,30 @@ def in_fan(pts, fan, margin_vox=0.0, min_depth_vox=0.0):
 
 
 def echogenicity(src, cav, rim, P, rng):
-    """Echogenicity and interface strength maps on the source grid."""
+    """Source-grid maps: diffuse tissue echogenicity, impedance-like map and thin-sheet (sulcus) ridge map."""
     wm, gm, csf, tum, brain = src["wm"], src["gm"], src["csf"], src["tumour"], src["brain"]
     sp = src["spacing"]
-    Z = 1.0 * wm + 0.8 * gm + 0.15 * csf + 1.15 * tum
-    grad = ndimage.gaussian_gradient_magnitude(Z, sigma=0.6 / sp)
-    ref = np.percentile(grad[brain > 0.5], 95) + 1e-6
-    iface = np.clip(grad / ref, 0, 2.5) ** 1.5
-    texture = ndimage.gaussian_filter(rng.normal(size=wm.shape).astype(np.float32), 1.5 / sp)
+    texture = ndimage.gaussian_filter(rng.normal(size=wm.shape).astype(np.float32), P["texture_mm"] / sp)
     texture /= texture.std() + 1e-6
-    base = 0.6 * wm + 0.42 * gm + 0.04 * csf + 0.9 * tum
-    E = P["w_base"] * base * np.clip(1 + P["w_texture"] * texture, 0.2, 3) + P["w_iface"] * iface
-    E = E * (1 - cav) + P["w_rim"] * rim
-    return E.astype(np.float32), (iface + rim).astype(np.float32)
+    base = P["e_wm"] * wm + P["e_gm"] * gm + P["e_csf"] * csf + P["e_tumour"] * tum
+    E = base * np.clip(1 + P["w_texture"] * texture, 0.5, 1.5)
+    E = E * (1 - cav)
+    # impedance-like map: its gradient gives the tissue interfaces (GM/WM, tissue/CSF, brain surface)
+    Z = (1.0 * wm + 0.8 * gm + 0.15 * csf + 1.15 * tum) * (1 - cav) + 0.15 * cav
+    # thin CSF sheets (sulci, the interhemispheric fissure / falx, pia on the surface): difference of Gaussians,
+    # positive on CSF thinner than ~3 mm and along the walls of wide CSF spaces (ventricles)
+    c = csf * (1 - cav)
+    ridge = np.clip(ndimage.gaussian_filter(c, 0.5 / sp) - ndimage.gaussian_filter(c, 2.0 / sp), 0, None)
+    ridge = ridge * (1 - cav)
+    return E.astype(np.float32), Z.astype(np.float32), ridge.astype(np.float32)
+
+
+def _beam_grad(vol, dr, dlat):
+    """Gradient components (per mm) of a beam-grid volume: axial, lateral, elevational."""
+    g0 = np.gradient(vol, axis=0) / dr
+    g1 = np.gradient(vol, axis=1) / dlat
+    g2 = np.gradient(vol, axis=2) / dlat
+    return g0, g1, g2
 
 
 def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=None):
@@ -102,39 +124,79 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     sc -= lo[:, None].astype(np.float32)
     sub = {k: src[k][crop] for k in ("wm", "gm", "csf", "tumour", "brain")}
     sub["spacing"] = src["spacing"]
-    E_src, R_src = echogenicity(sub, cav_src[crop], rim_src[crop], P, rng)
+    E_src, Z_src, ridge_src = echogenicity(sub, cav_src[crop], rim_src[crop], P, rng)
     samp = lambda vol, cval=0.0: ndimage.map_coordinates(vol, sc, order=1, mode="constant",
                                                          cval=cval).reshape(n_r, n_a, n_e)
     E = samp(E_src)
-    R = samp(R_src)
+    Z = samp(Z_src)
+    ridge = samp(ridge_src)
     cav = samp(cav_src[crop])
+    rim = samp(rim_src[crop])
     brain = samp(sub["brain"])
-    del sc, coords, pts
+    del sc, coords, pts, E_src, Z_src, ridge_src
 
-    rr = r[:, None, None] * sp                                      # mm
+    rr = (r * sp).astype(np.float32)[:, None, None]                 # depth, mm
     outside = brain < 0.5
     # the gap between probe and the sunken brain is fluid (saline / CSF); deeper outside = skull
     saline = outside & (rr < P["gap_mm"])
     bone = outside & ~saline
     fluid = (cav > 0.5) | saline
-    E = np.where(bone, P["bone_echo"], E)
-    E = np.where(fluid, 1e-4, E)
-    # speckle: complex scatterers weighted by sqrt(echogenicity), convolved with an anisotropic PSF
+    tissue = ~fluid & ~bone
+    # specular reflectors, computed on the beam grid (after the deformation, in the beam's own frame):
+    # interface strength |grad Z| and thin CSF sheets, sharpened (thin lines), brightest where the
+    # interface is perpendicular to the beam (structure tensor: share of the gradient energy along the beam)
+    dlat = np.maximum(rr * np.float32(np.deg2rad(P["dang_deg"])), np.float32(0.5 * P["dr_mm"]))
+    g = _beam_grad(Z, np.float32(P["dr_mm"]), dlat)
+    mag = np.sqrt(g[0] ** 2 + g[1] ** 2 + g[2] ** 2)
+    pick = tissue & (brain > 0.5)
+    sub_n = max(1, int(pick.sum()) // 200000)
+    ref = np.percentile(mag[pick][::sub_n], 97) + 1e-6 if pick.any() else 1.0
+    iface = np.clip(mag / ref, 0, 2.0) ** P["spec_power"]
+    rref = np.percentile(ridge[pick][::sub_n], 99) + 1e-6 if pick.any() else 1.0
+    rid = np.clip(ridge / rref, 0, 1.5) ** P["spec_power"]
+    q = _beam_grad(Z + 2.0 * ridge * (Z.max() / (ridge.max() + 1e-6)), np.float32(P["dr_mm"]), dlat)
+    st_sig = (1.0 / P["dr_mm"], 1.5, 1.5)
+    t_ax = ndimage.gaussian_filter(q[0] * q[0], st_sig)
+    t_all = t_ax + ndimage.gaussian_filter(q[1] * q[1] + q[2] * q[2], st_sig)
+    cos2 = t_ax / (t_all + 1e-12)
+    del g, mag, q, t_ax, t_all
+    L = (P["w_iface"] * iface + P["w_ridge"] * rid) * (P["spec_floor"] + (1 - P["spec_floor"]) * cos2)
+    L = np.where(tissue, L, 0).astype(np.float32)
+    del iface, rid, cos2
+    # thin the reflectors to lines (~1 mm): keep the part of each ridge close to its local maximum
+    if P["thin_power"] > 0:
+        nb = (max(3, int(round(P["thin_mm"] / P["dr_mm"])) | 1), 3, 3)
+        L *= (L / (ndimage.maximum_filter(L, size=nb) + 1e-6)) ** P["thin_power"]
+    # diffuse scattering: tissue classes; fluid anechoic; beyond the brain = bone
+    E = np.where(bone, P["bone_echo"], np.where(fluid, 0.0, E)).astype(np.float32)
+    # speckle (multiplicative, mean 1): |complex Gaussian scatterers (*) anisotropic PSF|^2, two looks compounded
     sig = (P["psf_axial_mm"] / P["dr_mm"], P["psf_lat_deg"] / P["dang_deg"], P["psf_elev_deg"] / P["dang_deg"])
-    amp = np.sqrt(np.maximum(E, 0)).astype(np.float32)
-    re = ndimage.gaussian_filter(amp * rng.standard_normal(E.shape, dtype=np.float32), sig)
-    im = ndimage.gaussian_filter(amp * rng.standard_normal(E.shape, dtype=np.float32), sig)
-    env2 = re * re + im * im
+
+    def look():
+        re = ndimage.gaussian_filter(rng.standard_normal(E.shape, dtype=np.float32), sig)
+        im = ndimage.gaussian_filter(rng.standard_normal(E.shape, dtype=np.float32), sig)
+        return re * re + im * im
+
+    S = look()
+    if P["compound"] > 0:
+        S += np.float32(P["compound"]) * look()
+    S /= np.float32(S.mean())
+    ss = np.float32(P["spec_speckle"])
+    rim_I = np.float32(P["w_rim"]) * rim * (cav < 0.5)
+    clutter = P["noise_floor"] + P["reverb"] * np.exp(-rr / P["reverb_mm"]) * fluid
+    env2 = E * S + (L + rim_I) * (1 - ss + ss * S) + clutter * S
     # attenuation (tissue), posterior enhancement (fluid attenuates ~10x less), shadowing (reflectors, bone)
     mu_tissue = P["mu_db_cm"] / 8.686 / 10.0 * 2                    # per mm, intensity (two-way)
-    mu = np.where(fluid, 0.1 * mu_tissue, mu_tissue) + P["shadow_k"] * 0.1 * R + np.where(bone, P["bone_mu"], 0.0)
+    mu = (np.where(fluid, 0.1 * mu_tissue, mu_tissue) + P["shadow_k"] * (L + rim_I)
+          + np.where(bone, P["bone_mu"], 0.0)).astype(np.float32)
     T = np.exp(-np.cumsum(mu, axis=0) * P["dr_mm"] + mu * P["dr_mm"])
     env2 *= T
+    del mu, T, S, L
     # power-law compression with automatic gain (tissue median -> target_median), like the real display
     env_c = env2 ** (P["gamma"] / 2)
-    tissue = ~fluid & ~bone
     med = np.median(env_c[tissue][:: max(1, tissue.sum() // 200000)]) if tissue.any() else 1.0
     img = np.clip(env_c * (P["target_median"] / (med + 1e-12)), 0, P["out_max"]).astype(np.float32)
+    labels = np.where(bone, 3, np.where(fluid, 2, 1)).astype(np.uint8)
 
     # scan conversion onto the fixed grid, exactly 0 outside the fan
     ax = [np.arange(n, dtype=np.float32) for n in shape]
@@ -155,5 +217,8 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     del z, x1, x2, rad, al, el
     out = np.zeros(shape, np.float32)
     out[idx] = np.maximum(ndimage.map_coordinates(img, bc, order=1, mode="nearest"), P["floor"])
-    info = dict(fan_fraction=float(mask.mean()), beam_grid=(n_r, n_a, n_e), us_params=P)
+    # what the fan shows, on the fixed grid: 0 outside the fan, 1 brain tissue, 2 fluid (cavity, gap), 3 bone
+    lab = np.zeros(shape, np.uint8)
+    lab[idx] = ndimage.map_coordinates(labels, bc, order=0, mode="nearest")
+    info = dict(fan_fraction=float(mask.mean()), beam_grid=(n_r, n_a, n_e), us_params=P, us_labels=lab)
     return out, mask, info
