@@ -1,0 +1,25 @@
+"""The benchmark harness on a tiny simulated case: runs through process.py and the evaluation code."""
+import json
+
+import numpy as np
+
+from benchmarks import run_benchmark
+from simulation.cases import make_simulated_case, write_dataset
+
+
+def test_identity_row_equals_initial_tre(tmp_path):
+    case = make_simulated_case(3, shape=(40, 40, 40), spacing=3.2)
+    dataset = write_dataset([case], str(tmp_path / "data"))
+    dataset_dir = str(tmp_path / "data")
+    assert run_benchmark.main(["--cases", dataset_dir, "--out", str(tmp_path / "out"), "--methods", "identity"]) == 0
+    rows = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert [r["method"] for r in rows] == ["identity"]
+    row = rows[0]
+    # identity: u = 0 everywhere, so TRE is the initial landmark error, no folds, SDlogJ 0
+    initial = np.linalg.norm((case["fixed_landmarks"] - case["moving_landmarks"]) * 3.2, axis=1).mean()
+    assert row["pairs"] == 2 and row["failed"] == 0
+    assert abs(row["TRE"] - initial) < 1e-4
+    assert row["folds"] == 0 and row["SDlogJ"] == 0.0
+    assert row["total_s"] >= row["register_s"] >= 0
+    assert "| identity | 2 |" in (tmp_path / "out" / "benchmark.md").read_text()
+    assert dataset.endswith(".json")
