@@ -271,55 +271,31 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
 
 
 # ---------------------------------------------------------------- demo
-def _tre_mm(fixed_points, moving_points, field, spacing):
-    """Mean TRE (mm); the evaluation package's function when present, else the same formula here."""
-    try:
-        from evaluation.metrics import tre
-    except ImportError:
-        import numpy as np
-        from scipy.ndimage import map_coordinates
-
-        def tre(fixed_points, moving_points, field, spacing_moving):
-            warped = np.asarray(fixed_points, dtype=np.float64)
-            if field is not None:
-                warped = warped + np.stack([map_coordinates(field[..., c].astype(np.float64), warped.T)
-                                            for c in range(3)], axis=1)
-            return np.linalg.norm((warped - moving_points) * np.asarray(spacing_moving), axis=1)
-    return float(tre(fixed_points, moving_points, field, spacing).mean())
-
-
 def demo(out_dir: str = "demo_output") -> int:
-    """Simulate one small case, register it into out_dir, print TRE before/after, write QC PNGs."""
-    import numpy as np
-    import nibabel as nib
-
+    """Simulate one small case, register it into out_dir, score it with the evaluation code, write QC PNGs."""
     logs.setup()
-    try:
-        from simulation.demo import make_demo_dataset  # only the demo needs the simulator (not in the image)
+    try:  # only the demo needs the simulator and the evaluation (neither is in the image)
+        from evaluation.evaluate import run as evaluate
+        from simulation.demo import make_demo_dataset
     except ImportError as exc:
-        log.error("FAILED: the demo needs simulation.demo.make_demo_dataset (%s)", _short(exc))
+        log.error("FAILED: the demo needs the simulation and evaluation packages (%s)", _short(exc))
         return 2
     os.makedirs(out_dir, exist_ok=True)
     dataset = str(make_demo_dataset(os.path.join(out_dir, "dataset")))
-    log.info("demo dataset: %s", dataset)
+    log.info("demo dataset (SIMULATED): %s", dataset)
     qc_dir = os.path.join(out_dir, "qc")
     code = run(os.path.join(dataset, "imagesTr"), out_dir, qc_dir=qc_dir)
-    for name in sorted(os.listdir(out_dir)):
-        parsed = cv.parse_displacement_name(name)
-        if not parsed:
-            continue
-        case, moving = parsed
-        lm = os.path.join(dataset, "landmarksTr")
-        fixed_points = np.loadtxt(os.path.join(lm, cv.landmark_name(case, 0)), delimiter=",", ndmin=2)
-        moving_points = np.loadtxt(os.path.join(lm, cv.landmark_name(case, moving)), delimiter=",", ndmin=2)
-        spacing = nib.load(os.path.join(dataset, "imagesTr", cv.image_name(case, moving))).header.get_zooms()[:3]
-        field = np.asarray(nib.load(os.path.join(out_dir, name)).dataobj, dtype=np.float32)
-        before = _tre_mm(fixed_points, moving_points, None, spacing)
-        after = _tre_mm(fixed_points, moving_points, field, spacing)
-        print(f"{cv.pair_key(case, moving)}: TRE before {before:.2f} mm -> after {after:.2f} mm "
-              f"({len(fixed_points)} landmarks)")
-    print(f"fields in {out_dir}/, QC pictures in {qc_dir}/")
-    return code
+    metrics_path = os.path.join(out_dir, "metrics.json")
+    evaluate(out_dir, dataset, metrics_path, name="demo", quiet=True)
+    with open(metrics_path) as handle:
+        metrics = json.load(handle)
+    for key, case in sorted(metrics["cases"].items()):
+        print(f"{key}: TRE before {case['TRE_initial']['mean']:.2f} mm -> after {case['TRE']['mean']:.2f} mm, "
+              f"SDlogJ {case['LogJacDetStd']['mean']:.3f}, folds {case['num_folds_true']['mean']:.0f}")
+    for error in metrics["errors"]:
+        print(f"evaluation error: {error}")
+    print(f"fields in {out_dir}/, metrics in {metrics_path}, QC pictures in {qc_dir}/")
+    return code or (1 if metrics["errors"] else 0)
 
 
 # ---------------------------------------------------------------- CLI

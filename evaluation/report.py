@@ -10,7 +10,7 @@ import numpy as np
 
 from evaluation import metrics as M
 from evaluation.ground_truth import Pair, image_path
-from interfaces.conventions import FIXED_INDEX
+from interfaces.conventions import FIXED_INDEX, warp_with_voxel_field
 
 
 def require_matplotlib():
@@ -42,15 +42,11 @@ def _normalise(image: np.ndarray) -> np.ndarray:
 def pair_figure(pair: Pair, gt_dir: str, field: np.ndarray, fixed_points: np.ndarray, moving_points: np.ndarray,
                 tre: np.ndarray, tre_initial: np.ndarray, out_dir: str) -> str:
     """iUS slice with the MR before/after overlay, landmarks with their error, and a Jacobian map."""
-    from scipy.ndimage import map_coordinates
-
     plt = require_matplotlib()
     fixed = _read(image_path(gt_dir, pair.case, FIXED_INDEX))
     moving = _read(image_path(gt_dir, pair.case, pair.moving))
     k = int(np.clip(np.round(np.median(fixed_points[:, 2])), M.CROP + 1, field.shape[2] - M.CROP - 2))
-    ii, jj = np.meshgrid(np.arange(field.shape[0]), np.arange(field.shape[1]), indexing="ij")
-    coordinates = [ii + field[:, :, k, 0], jj + field[:, :, k, 1], k + field[:, :, k, 2]]
-    warped = map_coordinates(moving, coordinates, order=1, mode="constant", cval=0.0)
+    warped = warp_with_voxel_field(moving, field, slice_axis=2, slice_index=k)
     det = _jacobian_slice(field, k)
     u = M.sample_displacement(field, fixed_points)
     pulled_back = moving_points - u  # moving landmark expressed (approximately) in the fixed grid

@@ -187,11 +187,22 @@ def physical_field_to_transform(image: sitk.Image) -> sitk.Transform:
 
 
 # ---------------------------------------------------------------- what a voxel field means
-def warp_with_voxel_field(moving: np.ndarray, field: np.ndarray, order: int = 1, cval: float = 0.0) -> np.ndarray:
-    """Moving image (index order, on the fixed grid) resampled at x + u(x): the meaning of the voxel field."""
+def warp_with_voxel_field(moving: np.ndarray, field: np.ndarray, order: int = 1, cval: float = 0.0,
+                          slice_axis: int | None = None, slice_index: int = 0) -> np.ndarray:
+    """Moving image (index order, on the fixed grid) resampled at x + u(x): the meaning of the voxel field.
+
+    With `slice_axis`, only the fixed-grid slice `slice_index` along that axis is computed (2-D result).
+    """
     from scipy.ndimage import map_coordinates  # scipy only where a warp is actually needed
 
     check_voxel_field(field, moving.shape)
-    identity = np.meshgrid(*[np.arange(n, dtype=np.float32) for n in moving.shape], indexing="ij")
-    coordinates = [identity[c] + field[..., c] for c in range(3)]
-    return map_coordinates(moving, coordinates, order=order, mode="constant", cval=cval).astype(np.float32)
+    ranges = [np.arange(n, dtype=np.float32) for n in moving.shape]
+    region = [slice(None)] * 3
+    if slice_axis is not None:
+        ranges[slice_axis] = np.array([slice_index], np.float32)
+        region[slice_axis] = slice(slice_index, slice_index + 1)
+    identity = np.meshgrid(*ranges, indexing="ij")
+    displacement = field[tuple(region)]
+    coordinates = [identity[c] + displacement[..., c] for c in range(3)]
+    warped = map_coordinates(moving, coordinates, order=order, mode="constant", cval=cval).astype(np.float32)
+    return warped if slice_axis is None else np.squeeze(warped, axis=slice_axis)

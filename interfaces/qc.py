@@ -7,6 +7,8 @@ import zlib
 
 import numpy as np
 
+from interfaces.conventions import warp_with_voxel_field
+
 
 def write_png(path: str, rgb: np.ndarray) -> None:
     """8-bit RGB (H, W, 3) uint8 -> PNG."""
@@ -29,19 +31,6 @@ def _normalise(array: np.ndarray) -> np.ndarray:
     return np.clip(array / (top or 1.0), 0, 1)
 
 
-def _warped_slice(moving: np.ndarray, field: np.ndarray, axis: int, index: int) -> np.ndarray:
-    """moving(x + u(x)) on one slice of the fixed grid (linear interpolation, 0 outside)."""
-    from scipy.ndimage import map_coordinates
-
-    sl = [slice(None)] * 3
-    sl[axis] = index
-    grids = np.meshgrid(*[np.arange(n, dtype=np.float32) if a != axis else np.array([index], np.float32)
-                          for a, n in enumerate(moving.shape)], indexing="ij")
-    u = field[tuple(sl)]
-    coords = [np.squeeze(grids[c], axis=axis) + u[..., c] for c in range(3)]
-    return map_coordinates(moving, coords, order=1, mode="constant", cval=0.0)
-
-
 def overlay(fixed_slice: np.ndarray, moving_slice: np.ndarray) -> np.ndarray:
     rgb = np.stack([moving_slice, fixed_slice, moving_slice], axis=-1)
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
@@ -57,7 +46,7 @@ def qc_image(fixed: np.ndarray, moving: np.ndarray, field: np.ndarray) -> np.nda
         for axis in range(3):
             index = fixed.shape[axis] // 2
             fs = np.take(f, index, axis=axis)
-            ms = _warped_slice(m, field, axis, index) if warped else np.take(m, index, axis=axis)
+            ms = warp_with_voxel_field(m, field, slice_axis=axis, slice_index=index) if warped else np.take(m, index, axis=axis)
             tiles.append(overlay(fs, ms))
         height = max(t.shape[0] for t in tiles)
         tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 2), (0, 0))) for t in tiles]

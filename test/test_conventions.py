@@ -110,3 +110,13 @@ def test_round_trip_warp_both_forms_agree():
     theirs = cv.array_from_image(sitk.Resample(moving_image, moving_image, transform, sitk.sitkLinear, 0.0))
     inner = tuple(slice(3, n - 3) for n in grid.shape)
     np.testing.assert_allclose(theirs[inner], ours[inner], atol=1e-4)
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2])
+def test_warp_one_slice_equals_the_full_warp(axis):
+    rng = np.random.default_rng(3)
+    moving = rng.random((9, 8, 7)).astype(np.float32)
+    field = rng.normal(0, 1.2, moving.shape + (3,)).astype(np.float32)
+    full = cv.warp_with_voxel_field(moving, field)
+    one = cv.warp_with_voxel_field(moving, field, slice_axis=axis, slice_index=4)
+    np.testing.assert_allclose(one, np.take(full, 4, axis=axis), atol=1e-6)
