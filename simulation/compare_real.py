@@ -199,6 +199,15 @@ def main(argv=None):
     for k in keys:
         r, s = summary["real"][k], summary["sim"][k]
         print(f"| {k} | {r[0]:.3g} ± {r[1]:.2g} | {s[0]:.3g} ± {s[1]:.2g} |")
+    # structural likeness: real RESECT case 24 (iUS vs real T1) and each simulated case (iUS vs ceT1 under truth)
+    struct = {"real case24 (T1)": real_structure(("t1",))["t1"]}
+    for name, vol, sp, case in sims:
+        struct[name + " tissue"] = sim_structure(case, tissue_only=True)
+        struct[name + " whole fan"] = sim_structure(case, tissue_only=False)
+    print("| structure | grad_corr | t1_corr | coarse_frac | nmi |\n|---|---|---|---|---|")
+    for name, st in struct.items():
+        print(f"| {name} | {st['grad_corr']:.3f} | {st['t1_corr']:.3f} | {st['coarse_frac']:.3f} | {st['nmi']:.4f} |")
+    summary["structure"] = struct
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(rows=rows, summary=summary), f, indent=1, default=float)

@@ -19,14 +19,14 @@ DEFAULTS = dict(
     psf_axial_mm=0.3, psf_lat_deg=0.5, psf_elev_deg=0.7,  # Gaussian PSF sigmas (anisotropic along the beam)
     compound=0.6,                      # weight of a 2nd independent speckle look (3-D compounding of sweeps)
     # tissue echogenicity (relative backscatter power): WM slightly brighter than GM, CSF/fluid anechoic
-    e_wm=0.62, e_gm=0.46, e_csf=0.02, e_tumour=1.1, w_texture=0.12, texture_mm=2.5,
+    e_wm=0.6, e_gm=0.5, e_csf=0.02, e_tumour=1.1, w_texture=0.12, texture_mm=2.5,
     # specular reflectors: tissue interfaces (|grad| of an impedance map) and thin CSF sheets (sulci, falx)
     w_iface=15.0, w_ridge=25.0, w_rim=30.0, spec_power=1.6, spec_floor=0.25, spec_speckle=0.35,
     thin_power=3.0, thin_mm=2.0,
     mu_db_cm=0.45,                       # net attenuation after TGC, dB/cm (one way, folded)
-    shadow_k=0.004,                      # extra attenuation (per mm) per unit reflector intensity
+    shadow_k=0.002,                      # extra attenuation (per mm) per unit reflector intensity
     bone_echo=6.0, bone_mu=0.6,          # beyond the brain (skull): bright and shadowing
-    gap_mm=25.0,
+    gap_mm=25.0, bone_run_mm=6.0,
     noise_floor=0.004, reverb=0.02, reverb_mm=6.0,   # electronic noise and near-field clutter (fluid not black)
     gamma=0.6, target_median=30.0, floor=1.0, out_max=255.0,
 )
@@ -65,7 +65,13 @@ def echogenicity(src, cav, rim, P, rng):
     sp = src["spacing"]
     texture = ndimage.gaussian_filter(rng.normal(size=wm.shape).astype(np.float32), P["texture_mm"] / sp)
     texture /= texture.std() + 1e-6
-    base = P["e_wm"] * wm + P["e_gm"] * gm + P["e_csf"] * csf + P["e_tumour"] * tum
+    # CSF (partial volume included, plus T2-bright voxels the crude classification missed) is anechoic only
+    # where it is wide (ventricles, cisterns); thin CSF (sulci: pia, vessels) scatters like grey matter
+    t2 = src["t2"]
+    t2n = t2 / (np.median(t2[brain > 0.5]) + 1e-6) if (brain > 0.5).any() else t2
+    csf = np.maximum(csf, brain * np.clip((t2n - 1.4) / 0.8, 0, 1))
+    wide = csf * np.clip((ndimage.gaussian_filter(csf, 2.0 / sp) - 0.35) / 0.4, 0, 1)
+    base = P["e_wm"] * wm + P["e_gm"] * (gm + csf - wide) + P["e_csf"] * wide + P["e_tumour"] * tum
     E = base * np.clip(1 + P["w_texture"] * texture, 0.5, 1.5)
     E = E * (1 - cav)
     # impedance-like map: its gradient gives the tissue interfaces (GM/WM, tissue/CSF, brain surface)
@@ -122,7 +128,7 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     hi = np.clip(np.ceil(sc.max(1)).astype(int) + 5, 0, full)
     crop = tuple(slice(a, b) for a, b in zip(lo, hi))
     sc -= lo[:, None].astype(np.float32)
-    sub = {k: src[k][crop] for k in ("wm", "gm", "csf", "tumour", "brain")}
+    sub = {k: src[k][crop] for k in ("wm", "gm", "csf", "tumour", "brain", "t2")}
     sub["spacing"] = src["spacing"]
     E_src, Z_src, ridge_src = echogenicity(sub, cav_src[crop], rim_src[crop], P, rng)
     samp = lambda vol, cval=0.0: ndimage.map_coordinates(vol, sc, order=1, mode="constant",
@@ -137,9 +143,17 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
 
     rr = (r * sp).astype(np.float32)[:, None, None]                 # depth, mm
     outside = brain < 0.5
-    # the gap between probe and the sunken brain is fluid (saline / CSF); deeper outside = skull
-    saline = outside & (rr < P["gap_mm"])
-    bone = outside & ~saline
+    # along each beam: outside the brain within gap_mm of the probe = the saline gap between the probe and
+    # the sunken brain; deeper, a short outside stretch between brain (< bone_run_mm: fissure, or a sulcus
+    # the crude mask left out) = CSF; a long one = skull (bright, shadowing)
+    run = np.zeros(outside.shape, np.float32)
+    for i in range(outside.shape[0] - 2, -1, -1):
+        run[i] = (run[i + 1] + P["dr_mm"]) * outside[i]
+    seen = np.cumsum(~outside, axis=0) * P["dr_mm"] > 2.0
+    bone_start = outside & (rr >= P["gap_mm"]) & ((run >= P["bone_run_mm"]) | ~seen)
+    bone = bone_start
+    del run, seen
+    saline = outside & ~bone
     fluid = (cav > 0.5) | saline
     tissue = ~fluid & ~bone
     # specular reflectors, computed on the beam grid (after the deformation, in the beam's own frame):
