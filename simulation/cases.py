@@ -27,6 +27,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage
 
+from interfaces import conventions as cv
 from .anatomy import load_anatomy
 from .fields import rotation_matrix, sample_field, jacobian_det_min
 from . import ultrasound
@@ -373,10 +374,6 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
 
 
 # ----------------------------------------------------------------------------- writers
-def _name(case_id, m, ext=".nii.gz"):
-    return f"ReMIND2Reg_{int(case_id):04d}_{m:04d}{ext}"
-
-
 def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True) -> dict:
     """Write one case in the organisers' layout.  Returns the eval_pairs entries of the case."""
     img_dir = os.path.join(out_dir, "imagesTr")
@@ -391,22 +388,26 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
         img.set_sform(aff, code=1)
         nib.save(img, path)
 
-    save(case["fixed"], os.path.join(img_dir, _name(case_id, 0)))
-    np.savetxt(os.path.join(lm_dir, _name(case_id, 0, ".csv")), case["fixed_landmarks"], delimiter=",", fmt="%.6f")
+    case_id = f"{int(case_id):04d}"
+    fixed_name = cv.image_name(case_id, cv.FIXED_INDEX)
+    save(case["fixed"], os.path.join(img_dir, fixed_name))
+    np.savetxt(os.path.join(lm_dir, cv.landmark_name(case_id, cv.FIXED_INDEX)), case["fixed_landmarks"],
+               delimiter=",", fmt="%.6f")
     pairs = []
-    for m, key in ((1, "ceT1"), (2, "T2")):
+    for key in ("ceT1", "T2"):
         if key not in case["moving"]:
             continue
-        save(case["moving"][key], os.path.join(img_dir, _name(case_id, m)))
-        np.savetxt(os.path.join(lm_dir, _name(case_id, m, ".csv")), case["moving_landmarks"], delimiter=",",
+        m = cv.MODALITY_INDEX[key]
+        save(case["moving"][key], os.path.join(img_dir, cv.image_name(case_id, m)))
+        np.savetxt(os.path.join(lm_dir, cv.landmark_name(case_id, m)), case["moving_landmarks"], delimiter=",",
                    fmt="%.6f")
-        pairs.append({"fixed": f"./imagesTr/{_name(case_id, 0)}", "moving": f"./imagesTr/{_name(case_id, m)}"})
+        pairs.append({"fixed": f"./imagesTr/{fixed_name}", "moving": f"./imagesTr/{cv.image_name(case_id, m)}"})
     if write_field and case.get("true_displacement") is not None:
         fdir = os.path.join(out_dir, "groundtruthTr")
         os.makedirs(fdir, exist_ok=True)
         # canonical voxel field (i, j, k, 3), fixed voxel x -> moving x + u(x); valid for both MR sequences
-        save(case["true_displacement"], os.path.join(fdir, f"disp_{int(case_id):04d}_0000.nii.gz"))
-    return {"pairs": pairs, "case_id": f"{int(case_id):04d}",
+        save(case["true_displacement"], os.path.join(fdir, f"disp_{case_id}_0000.nii.gz"))
+    return {"pairs": pairs, "case_id": case_id,
             "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
             "source": case.get("source", "")}
 
@@ -419,8 +420,10 @@ def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int =
         entries.append(write_case(case, out_dir, start_id + n, write_field=write_field))
     js = {
         "name": "ReMIND2Reg-simulated",
-        "description": "SIMULATED post-resection iUS / real-anatomy MRI cases with exact ground truth "
-                       "(see docs/SIMULATION.md). Not patient ultrasound.",
+        # each case's own "source" says whether its iUS is simulated or real (hybrid cases)
+        "description": "Cases with exact ground truth made by the project (see docs/SIMULATION.md): SIMULATED "
+                       "post-resection iUS from real MRI anatomy, or HYBRID (real RESECT iUS, real MRI with a "
+                       "synthetic added deformation). See cases[].source.",
         "tensorImageSize": {"0": "3D"},
         "modality": {"0": "US", "1": "ceT1", "2": "T2"},
         "numTraining": len(entries),
