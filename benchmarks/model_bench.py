@@ -25,8 +25,13 @@ VARIANTS = {
     "refine only": {"global": OFF, "deformable_discrete": OFF},
     "global+refine": {"deformable_discrete": OFF},
     "full, target seq only": {"multi_sequence": False},
+    "full, fused ceT1+T2": {"multi_sequence": True},
     "full, no anechoic w": {"features": {"anechoic_downweight": False}},
     "full": {},
+    "full, 2 global passes": {"global": {"max_iterations": 2}},
+    "full, global radius 4/3": {"global": {"radius": [4, 3]}},
+    "full, global radius 5/3": {"global": {"radius": [5, 3]}},
+    "full, trim 0.5": {"global": {"trim_keep": 0.5}},
 }
 
 
@@ -40,6 +45,16 @@ def hybrid_cases(seeds, mags):
                 print(f"  skip hybrid s{s} {m:g}mm: {e}")
                 continue
             yield f"hybrid s{s} {m:g}mm", c["fixed"], c["moving"], c["spacing"], c["fixed_landmarks"], c["moving_landmarks"]
+
+
+def embed_cases(cases, n=256):
+    """The same hybrid pairs embedded in an n^3 grid at their own spacing (iUS zero outside, MR edge-padded):
+    a large box like ReMIND2Reg's 256^3 0.5 mm, with exactly the same anatomy and landmarks."""
+    for name, fx, mv, sp, lf, lm in cases:
+        pads = [((n - k) // 2, n - k - (n - k) // 2) for k in fx.shape]
+        off = np.array([p[0] for p in pads], float)
+        yield (f"{name} in {n}^3", np.pad(fx, pads), {k: np.pad(v, pads, mode="edge") for k, v in mv.items()},
+               sp, lf + off, lm + off)
 
 
 def simulated_cases(seeds, shape, spacing):
@@ -60,19 +75,21 @@ def run(cases, variants, target="ceT1"):
                 reg = Registration(load_config(overrides=VARIANTS[v]), device="cpu")
                 r = reg.register(fx, mv, sp, target)
                 disp, secs = r.displacement, r.stage_seconds
+                secs = dict(secs, passes=getattr(r, "global_passes", 0), fell_back=int(getattr(r, "fell_back", False)))
             t = tre(disp, lf, lm, sp)
             sd, folds = jacobian_stats(disp)
             worst = np.sort(t)[-max(1, int(round(0.3 * len(t)))):].mean()
             rows[v].append((t.mean(), worst, sd, folds, secs))
             print(f"  {name:18s} {v:24s} TRE {t.mean():6.2f}  worst30% {worst:6.2f}  SDlogJ {sd:.3f}  "
-                  f"folds {folds}  {secs.get('total', 0):5.1f}s", flush=True)
+                  f"folds {folds}  {secs.get('total', 0):5.1f}s  global passes {secs.get('passes', '-')}"
+                  f"{'  FELL BACK TO IDENTITY' if secs.get('fell_back') else ''}", flush=True)
     ident = np.array([r[0] for r in rows["identity"]]) if "identity" in rows else None
     print("\n| variant | mean TRE mm | worst-30% lm mm | SDlogJ | folds | pairs worse than identity | s/stage (mean) |")
     print("|---|---|---|---|---|---|---|")
     for v, rr in rows.items():
         a = np.array([r[:4] for r in rr])
         worse = "" if ident is None else int((a[:, 0] > ident).sum())
-        keys = [k for k in (rr[0][4] if rr else {}) if k != "total"]
+        keys = [k for k in (rr[0][4] if rr else {}) if k not in ("total", "passes", "fell_back")]
         st = ", ".join(f"{k} {np.mean([r[4][k] for r in rr]):.1f}" for k in keys)
         tot = np.mean([r[4].get("total", 0) for r in rr])
         print(f"| {v} | {a[:, 0].mean():.2f} | {a[:, 1].mean():.2f} | {a[:, 2].mean():.3f} | {int(a[:, 3].sum())} "
@@ -102,6 +119,7 @@ if __name__ == "__main__":
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--timing256", action="store_true")
     ap.add_argument("--simulated", action="store_true", help="add simulated post-resection cases (128^3, 1 mm)")
+    ap.add_argument("--embed", type=int, default=0, help="embed the hybrid pairs in an N^3 grid")
     ap.add_argument("--variants", nargs="*")
     ap.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2, 3])
     ap.add_argument("--mags", nargs="*", type=float, default=[5.0, 10.0])
@@ -113,7 +131,8 @@ if __name__ == "__main__":
                               else list(VARIANTS))
     seeds = a.seeds[:2] if a.quick else a.seeds
     print("RESECT hybrid (REAL iUS + REAL MR, known added deformation):")
-    run(hybrid_cases(seeds, a.mags), variants)
+    cases = hybrid_cases(seeds, a.mags)
+    run(embed_cases(cases, a.embed) if a.embed else cases, variants)
     if a.simulated:
         print("\nSimulated post-resection (SIMULATED iUS):")
         run(simulated_cases(seeds[:2], 128, 1.0), variants)

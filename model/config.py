@@ -1,96 +1,76 @@
-"""One place for every model setting: resources/config.json merged over these defaults."""
+"""Model settings: resources/config.json is the ONE source of defaults (every key lives there).
+
+load_config(path=None, overrides=None) = resources/config.json <- override file <- overrides, where the
+override file is `path`, else $REMIND2REG_CONFIG, else none. An override file or dict may be partial
+(e.g. /opt/ml/model/config.json with only {"refine": {"iterations": 40}}); it is merged over
+resources/config.json, never over code defaults. Unknown keys raise ValueError naming the key.
+"""
 import copy
 import json
 import os
 from pathlib import Path
 
-# Defaults mirror resources/config.json so a missing/partial file still gives a complete config.
-DEFAULTS = {
-    "seed": 0,
-    "device": None,                 # null: CUDA when available, else CPU
-    "half_on_cuda": True,           # fp16 features/costs on CUDA (accumulation stays fp32)
-    "threads": None,                # null: torch default
-    "features": {
-        "mind_dilations": [1, 2],   # MIND-SSC at more than one scale (level voxels)
-        "mind_patch_radius": 1,
-        "pca_channels": 8,          # joint PCA of the MIND channels (0: keep all)
-        "fixed_mask_threshold": 0.0,    # iUS fan = iUS > this
-        "moving_mask_rel_threshold": 0.05,  # MR head = MR > this * 99th percentile
-        "mask_erode_mm": 1.0,       # keep clear of the fan border
-        "inpaint": True,            # fill outside the masks so the border makes no edge
-        "anechoic_downweight": True,    # resection cavity = missing tissue
-        "anechoic_rel_threshold": 0.25,  # smoothed iUS < this * fan median -> anechoic
-        "anechoic_smooth_mm": 2.0,
-        "anechoic_dilate_mm": 2.0,
-        "anechoic_weight": 0.05,
-    },
-    "multi_sequence": True,         # fuse costs of every moving sequence given
-    "sequence_weights": {"ceT1": 1.0, "T2": 1.0},
-    "feature_mm": 1.0,              # MIND-SSC base grid; coarser levels resample these features
-    "max_feature_voxels": 2200000,
-    "max_working_voxels": 350000,   # coarsen the finest level to fit the time budget
-    "global": {
-        "enabled": True,
-        "levels_mm": [6.0, 3.0],  # coarse-to-fine discrete search, each followed by a trimmed fit
-        "radius": 3,                # displacement search radius in level voxels
-        "iterations": 2,            # repeat the pyramid from the new pose (large offsets)
-        "model": "rigid",           # "rigid" or "affine"
-        "trim_keep": 0.6,           # fraction of points kept by the trimmed fit
-        "trim_iterations": 5,
-        "min_weight": 0.5,
-    },
-    "discrete": {
-        "coupled_lambdas": [0.0, 0.1, 0.5, 1.5],  # coupled convex schedule (per mm^2)
-        "smooth_sigma_vox": 1.5,    # smoothing of the coupled field
-        "softmin_temperature": 0.02,
-        "cost_box_radius": 1,       # aggregate the per-voxel cost over a small patch
-        "inverse_consistency": True,
-        "ic_iterations": 3,
-    },
-    "deformable_discrete": {
-        "enabled": True,
-        "levels_mm": [4.0, 2.0],
-        "radius": 2,
-    },
-    "refine": {
-        "enabled": True,
-        "level_mm": 2.0,
-        "iterations": 60,
-        "lr": 0.3,                  # mm per step scale
-        "diffusion_weight": 1.0,
-        "smooth_passes": 2,         # avg-pool passes applied to the parameter each step
-    },
-    "plausibility": {
-        "max_scale_halvings": 4,    # scale the deformable part down until J > 0 everywhere
-        "min_jacobian": 0.01,
-    },
-}
+ENV_VAR = "REMIND2REG_CONFIG"
 
-
-def _merge(base, over):
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = _merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
+# keys whose value is a free-form mapping (any key allowed inside)
+_FREE_MAPS = {("sequence_weights",)}
 
 
 def default_config_path():
     return Path(__file__).resolve().parent.parent / "resources" / "config.json"
 
 
+def _read(path):
+    with open(path) as f:
+        data = json.load(f)
+    if not isinstance(data, dict):
+        raise ValueError(f"model config {path}: expected a JSON object, got {type(data).__name__}")
+    data.pop("_doc", None)
+    return data
+
+
+def _merge(base, over, where=()):
+    """Merge `over` into a copy of `base`; every key of `over` must exist in `base`."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        key = where + (k,)
+        if where in _FREE_MAPS:
+            out[k] = copy.deepcopy(v)
+            continue
+        if k not in out:
+            known = ", ".join(sorted(out))
+            raise ValueError(f"unknown model config key {'.'.join(key)!r} (known here: {known})")
+        if isinstance(out[k], dict):
+            if not isinstance(v, dict):
+                raise ValueError(f"model config key {'.'.join(key)!r} must be an object, got {v!r}")
+            out[k] = _merge(out[k], v, key)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
+
+
+def _validate(cfg):
+    for sec in ("global", "deformable_discrete"):
+        if not cfg[sec]["levels_mm"] or any(float(r) <= 0 for r in cfg[sec]["levels_mm"]):
+            raise ValueError(f"{sec}.levels_mm must be a non-empty list of positive mm")
+    if cfg["global"]["model"] not in ("rigid", "affine"):
+        raise ValueError(f"global.model must be 'rigid' or 'affine', got {cfg['global']['model']!r}")
+    if not 0 < float(cfg["global"]["trim_keep"]) <= 1:
+        raise ValueError("global.trim_keep must be in (0, 1]")
+    if float(cfg["feature_mm"]) <= 0 or float(cfg["refine"]["level_mm"]) <= 0:
+        raise ValueError("feature_mm and refine.level_mm must be positive")
+    return cfg
+
+
 def load_config(path=None, overrides=None):
-    """Config = defaults <- JSON file (path, else $REG_MODEL_CONFIG, else resources/config.json) <- overrides."""
-    path = path or os.environ.get("REG_MODEL_CONFIG") or default_config_path()
-    cfg = DEFAULTS
-    p = Path(path)
-    if p.is_file():
-        with open(p) as f:
-            data = json.load(f)
-        data.pop("_doc", None)
-        cfg = _merge(cfg, data)
-    elif os.environ.get("REG_MODEL_CONFIG") or str(path) != str(default_config_path()):
-        raise FileNotFoundError(f"model config not found: {path}")
-    return _merge(cfg, overrides)
+    """resources/config.json <- JSON override file (path, else $REMIND2REG_CONFIG) <- overrides (dict).
+    A missing explicit path / env file raises FileNotFoundError; unknown keys raise ValueError."""
+    cfg = _read(default_config_path())
+    path = path or os.environ.get(ENV_VAR)
+    if path:
+        p = Path(path)
+        if not p.is_file():
+            raise FileNotFoundError(f"model config not found: {path}")
+        if p.resolve() != default_config_path().resolve():
+            cfg = _merge(cfg, _read(p))
+    return _validate(_merge(cfg, overrides))

@@ -40,15 +40,18 @@ def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=Non
     Weighting by conf keeps voxels with a flat cost (outside the fan, cavity) from pulling v to zero."""
     k, d, h, w = cost.shape
     c = cost.reshape(k, -1)
-    # scale costs so the temperature and lambdas mean the same for any feature/weight scale
-    scale = c.mean().clamp_min(1e-8)
+    if conf is None:
+        conf = torch.ones((1, d, h, w), device=cost.device)
+    # scale costs so the temperature and lambdas mean the same for any feature/weight scale: the
+    # confidence-weighted mean, NOT the mean over the box (a large box with a small fan, e.g. 256^3 at
+    # 0.5 mm, would otherwise dilute the scale and sharpen the soft argmin / weaken the coupling)
+    cw = conf.float().reshape(-1)
+    scale = ((c.mean(0) * cw).sum() / cw.sum().clamp_min(1e-8)).clamp_min(1e-8)
     c = c / scale
     sp = torch.tensor(spacing, device=cost.device, dtype=torch.float32)
     dv = disp_mm / sp  # (K, 3) level voxels
     v = torch.zeros(3, d * h * w, device=cost.device)
     u = v
-    if conf is None:
-        conf = torch.ones((1, d, h, w), device=cost.device)
     conf = conf.float().clamp_min(1e-3)
     den = smooth(conf, sigma)
     for lam in lambdas:
@@ -92,11 +95,13 @@ def discrete_field(ff, mfs, w, spacing, radius, dcfg):
     r = radius
     wp = F.pad(w.unsqueeze(0), [r] * 6, mode="replicate")[0]
     d, h, wd = w.shape[1:]
-    cbar = float(acc.mean())
+    # average cost over the candidates that land in the fan (independent of the box size)
+    wks = [wp[0, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
+           for o in ([int(v) + r for v in offsets[k]] for k in range(offsets.shape[0]))]
+    num = sum(float((acc[k] * wk).sum()) for k, wk in enumerate(wks))
+    cbar = num / max(sum(float(wk.sum()) for wk in wks), 1e-8)
     wb = torch.zeros_like(w)
-    for k in range(offsets.shape[0]):
-        o = [int(v) + r for v in offsets[k]]
-        wk = wp[0, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
+    for k, wk in enumerate(wks):
         acc[k] = acc[k] * wk + (1 - wk) * cbar
         wb = torch.maximum(wb, wk[None])
     br = dcfg["cost_box_radius"]

@@ -105,13 +105,18 @@ def anechoic_weight(us, fan, spacing, cfg):
     return 1.0 - (1.0 - cfg["anechoic_weight"]) * dark
 
 
-def pca_reduce(ff, mf, k):
+def pca_reduce(ff, mf, k, w=None):
     """Project fixed and moving features on the top-k principal directions of their joint channel
-    covariance: SSD is nearly kept, and every cost volume gets C/k times cheaper."""
+    covariance: SSD is nearly kept, and every cost volume gets C/k times cheaper. With a weight w the
+    covariance is taken where w > 0 (the fan), so empty box around the fan does not steer the PCA."""
     c = ff.shape[0]
     if k is None or k <= 0 or k >= c:
         return ff, mf
-    xs = [ff.reshape(c, -1)] + [v.reshape(c, -1) for v in mf.values()]
+    sel = None if w is None else (w.reshape(-1) > 0)
+    if sel is not None and int(sel.sum()) < 1000:
+        sel = None
+    pick = (lambda v: v) if sel is None else (lambda v: v[:, sel])
+    xs = [pick(ff.reshape(c, -1))] + [pick(v.reshape(c, -1)) for v in mf.values()]
     x = torch.cat([v[:, :: max(1, v.shape[1] // 100000)] for v in xs], 1).double()
     x = x - x.mean(1, keepdim=True)
     evals, evecs = torch.linalg.eigh(x @ x.t() / x.shape[1])

@@ -21,6 +21,8 @@ class Result:
     affine_mm: np.ndarray = None    # global pose: fixed mm -> moving mm
     min_jacobian: float = None      # of the written field
     deform_scale: float = 1.0       # < 1 when the plausibility check had to shrink the deformable part
+    global_passes: int = 0          # pyramid passes the global stage ran (convergence check)
+    fell_back: bool = False         # True when the result matched worse than identity (identity written)
 
 
 def _pick_device(device):
@@ -75,7 +77,7 @@ class Registration:
         us = downsample(full["us"], spacing, bshape, bsp)
         movs = {n: downsample(full[n], spacing, bshape, bsp) for n in names}
         ff, mf, w = level_features(us, movs, bsp, cfg["features"])
-        ff, mf = pca_reduce(ff, mf, cfg["features"].get("pca_channels"))
+        ff, mf = pca_reduce(ff, mf, cfg["features"].get("pca_channels"), w)
         base = (ff, mf, w)
         del us, movs
         cache = {}
@@ -107,20 +109,30 @@ class Registration:
         # --- global: coarse-to-fine discrete search + trimmed rigid/affine fit, iterated ---
         t0 = time.perf_counter()
         A = torch.eye(4, device=dev)
+        radii = g["radius"] if isinstance(g["radius"], (list, tuple)) else [g["radius"]] * len(g["levels_mm"])
+        n_passes = 0
         if g["enabled"]:
-            for _ in range(int(g["iterations"])):
-                for res in g["levels_mm"]:
+            # pyramid passes from the current pose: at least `iterations`, more (up to max_iterations)
+            # only while a pass still moves the fan by more than converge_mm (large initial offsets)
+            for it in range(max(int(g["iterations"]), int(g.get("max_iterations") or 0))):
+                A_start = A.clone()
+                for res, rad in zip(g["levels_mm"], radii):
                     lshape, lsp, ff, mf, w = feats(res)
                     x = identity_mm(lshape, lsp, dev)
                     pos = apply_affine(A, x)
                     mfs = [(sample(mf[n].float(), pos, lsp).to(ff.dtype), sw[n]) for n in names]
-                    u = discrete_field(ff, mfs, w, lsp, int(g["radius"]), cfg["discrete"])
+                    u = discrete_field(ff, mfs, w, lsp, int(rad), cfg["discrete"])
                     sel = (w[0] >= g["min_weight"])
                     if int(sel.sum()) < 20:
                         sel = w[0] > 0
                     src = x[:, sel].t()
                     dst = apply_affine(A, (x + u)[:, sel]).t()
                     A = trimmed_fit(src, dst, w[0][sel], g["model"], g["trim_keep"], g["trim_iterations"])
+                n_passes = it + 1
+                if n_passes >= int(g["iterations"]):
+                    moved = (apply_affine(A, src.t()) - apply_affine(A_start, src.t())).norm(dim=0).max()
+                    if float(moved) < float(g.get("converge_mm", 0.0)):
+                        break
         sync()
         times["global"] = time.perf_counter() - t0
 
@@ -162,12 +174,30 @@ class Registration:
                 scale *= 0.5
             else:
                 scale = 0.0
+        fell_back = False
+        if pc.get("fallback_to_identity", False):
+            # safety net: if the result matches worse than doing nothing (weighted MIND SSD on the
+            # 2 mm level, all sequences), write the identity: never worse than identity by this measure
+            lshape, lsp, ff, mf, w = feats(rc["level_mm"] if rc["enabled"] else dd["levels_mm"][-1])
+            x = identity_mm(lshape, lsp, dev)
+
+            def match_cost(pos):
+                wsum = w.sum().clamp_min(1.0)
+                return sum(sw[n] * float((((ff.float() - sample(mf[n].float(), pos, lsp)) ** 2).mean(0, keepdim=True)
+                                          * w).sum() / wsum) for n in names)
+
+            u_l = 0 if u_def is None else scale * resize_field(u_def, lshape)
+            c_res = match_cost(apply_affine(A, x + u_l))
+            c_id = match_cost(x)
+            if c_res > c_id:
+                A, u_def, scale, fell_back = torch.eye(4, device=dev), None, 0.0, True
         disp, jmin, scale = self._full_field(A, u_def, scale, shape, spacing, pc)
         sync()
         times["full_field"] = time.perf_counter() - t0
         times["total"] = sum(times.values())
         return Result(displacement=disp, stage_seconds=times, device=self.device_name,
-                      affine_mm=A.cpu().numpy(), min_jacobian=jmin, deform_scale=scale)
+                      affine_mm=A.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
+                      global_passes=n_passes, fell_back=fell_back)
 
     def _full_field(self, A, u_def, scale, shape, spacing, pc):
         dev = A.device

@@ -29,8 +29,10 @@ def adam_refine(ff, mfs, w, spacing, A, u0, rcfg):
             warped = sample(mf.float(), pos, spacing)
             data = data + sw * ((ffl - warped).pow(2).mean(0, keepdim=True) * w).sum() / wsum
         uv = u / sp  # level voxels: the same weight means the same smoothness at every resolution
-        reg = ((uv[:, 1:] - uv[:, :-1]).pow(2).mean() + (uv[:, :, 1:] - uv[:, :, :-1]).pow(2).mean()
-               + (uv[:, :, :, 1:] - uv[:, :, :, :-1]).pow(2).mean())
+        # summed over the box, normalised by the fan weight like the data term: the balance does not
+        # depend on how much empty box surrounds the fan (a mean over voxels would, 256^3 vs RESECT)
+        reg = ((uv[:, 1:] - uv[:, :-1]).pow(2).sum() + (uv[:, :, 1:] - uv[:, :, :-1]).pow(2).sum()
+               + (uv[:, :, :, 1:] - uv[:, :, :, :-1]).pow(2).sum()) / (3 * wsum)
         loss = data + rcfg["diffusion_weight"] * reg
         loss.backward()
         opt.step()

@@ -10,7 +10,7 @@ from scipy import ndimage as ndi
 from model import Registration, load_config
 from model.warp import downsample, level_grid, min_jacobian_mm, resize_field
 
-FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1}}
+FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2}}
 
 
 def blobs(shape, seed=0, sigma=3.0):
@@ -107,15 +107,32 @@ def test_translation_at_edges_non_dividing_size():
 
 
 def test_config_single_place(tmp_path, monkeypatch):
-    cfg = load_config()
     on_disk = json.loads((Path(__file__).resolve().parents[1] / "resources" / "config.json").read_text())
-    assert set(on_disk) <= set(cfg)
+    monkeypatch.delenv("REMIND2REG_CONFIG", raising=False)
+    assert load_config() == on_disk  # resources/config.json IS the default: no second copy in code
+    import model.config as mc
+    assert not hasattr(mc, "DEFAULTS")
+    # a partial override file (like /opt/ml/model/config.json) merges over resources/config.json
     p = tmp_path / "c.json"
     p.write_text(json.dumps({"refine": {"iterations": 7}}))
-    monkeypatch.setenv("REG_MODEL_CONFIG", str(p))
+    c1 = load_config(str(p))
+    assert c1["refine"]["iterations"] == 7 and c1["refine"]["lr"] == on_disk["refine"]["lr"]
+    assert c1["global"] == on_disk["global"]
+    monkeypatch.setenv("REMIND2REG_CONFIG", str(p))
     c2 = load_config()
     assert c2["refine"]["iterations"] == 7 and c2["global"]["enabled"] is True
     assert load_config(overrides={"global": {"enabled": False}})["global"]["enabled"] is False
+    # unknown keys are refused with the key named, in files and in overrides
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"refine": {"iteratons": 7}}))
+    with pytest.raises(ValueError, match="refine.iteratons"):
+        load_config(str(bad))
+    with pytest.raises(ValueError, match="nonsense"):
+        load_config(overrides={"nonsense": 1})
+    with pytest.raises(FileNotFoundError):
+        load_config(str(tmp_path / "missing.json"))
+    # sequence weights accept any sequence name
+    assert load_config(overrides={"sequence_weights": {"FLAIR": 0.5}})["sequence_weights"]["FLAIR"] == 0.5
 
 
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "resect-case24" / "us.nii.gz"
