@@ -132,6 +132,25 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def _order(method: str) -> int:
+    known = list(PEERS) + list(ABLATIONS)
+    return known.index(method) if method in known else len(known)
+
+
+def _earlier(out: str, methods: list[str]) -> tuple[list[dict], dict]:
+    """Rows and metrics of methods run into `out` before, except those about to be run again."""
+    path = os.path.join(out, "benchmark.json")
+    if not os.path.isfile(path):
+        return [], {}
+    with open(path) as handle:
+        rows = [row for row in json.load(handle) if row["method"] not in methods]
+    results = {}
+    for row in rows:
+        with open(os.path.join(out, f"{row['method']}.metrics.json")) as handle:
+            results[row["method"]] = json.load(handle)
+    return rows, results
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cases", required=True, help="dataset folder: imagesTr/, landmarksTr/, eval_pairs JSON")
@@ -140,6 +159,8 @@ def main(argv=None) -> int:
                         help=f"comma-separated, from {', '.join(PEERS + tuple(ABLATIONS))}")
     parser.add_argument("--sequences", default="all", help="ceT1 | T2 | all (default all)")
     parser.add_argument("--title", default=None, help="heading of the saved table")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the rows of other methods already run into OUT (e.g. peers run earlier)")
     args = parser.parse_args(argv)
     sys.path.insert(0, ROOT)
     from evaluation.evaluate import run as evaluate
@@ -151,6 +172,8 @@ def main(argv=None) -> int:
     os.makedirs(args.out, exist_ok=True)
     input_dir = flat_input(args.cases, os.path.join(args.out, "input"))
     results, rows = {}, []
+    if args.keep:  # rows of methods run earlier into the same OUT (and not run again now) stay in the table
+        rows, results = _earlier(args.out, methods)
     for method in methods:
         out_dir = os.path.join(args.out, method)
         print(f"running {method} ...", file=sys.stderr, flush=True)
@@ -161,6 +184,7 @@ def main(argv=None) -> int:
             results[method] = json.load(handle)
         results[method]["_timings"] = os.path.join(out_dir, "timings.json")
         rows.append(summarise(method, results[method], results.get("identity"), wall))
+        rows.sort(key=lambda row: _order(row["method"]))
         print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
     text = table(rows)
     title = args.title or f"Benchmark on {os.path.abspath(args.cases)}"

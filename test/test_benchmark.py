@@ -23,3 +23,17 @@ def test_identity_row_equals_initial_tre(tmp_path):
     assert row["total_s"] >= row["register_s"] >= 0
     assert "| identity | 2 |" in (tmp_path / "out" / "benchmark.md").read_text()
     assert dataset.endswith(".json")
+
+
+def test_keep_merges_rows_of_earlier_runs(tmp_path):
+    write_dataset([make_simulated_case(4, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    assert run_benchmark.main(["--cases", str(tmp_path / "data"), "--out", out, "--methods", "identity"]) == 0
+    first = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert run_benchmark.main(["--cases", str(tmp_path / "data"), "--out", out, "--methods", "sitk-mi",
+                               "--keep"]) == 0
+    merged = json.loads((tmp_path / "out" / "benchmark.json").read_text())
+    assert [r["method"] for r in merged] == ["identity", "sitk-mi"]
+    assert merged[0] == first[0]
+    # the later row is still compared with the earlier identity run
+    assert 0 <= merged[1]["worse_than_identity"] <= merged[1]["pairs"] == 2
