@@ -38,7 +38,7 @@ ABLATIONS = {
     "abl-global-only": {"deformable_discrete": {"enabled": False}, "refine": {"enabled": False}},
     "abl-no-adam": {"refine": {"enabled": False}},
     "abl-no-global": {"global": {"enabled": False}},
-    "abl-single-sequence": {"multi_sequence": False},
+    "abl-fused-sequences": {"multi_sequence": True},  # default registers the target sequence only
     "abl-no-inpaint": {"features": {"inpaint": False}},
     "abl-no-cavity-weight": {"features": {"anechoic_downweight": False}},
 }
