@@ -23,6 +23,7 @@ class Result:
     deform_scale: float = 1.0       # < 1 when the plausibility check had to shrink the deformable part
     global_passes: int = 0          # pyramid passes the global stage ran (convergence check)
     fell_back: bool = False         # True when the result matched worse than identity (identity written)
+    global_rejected: bool = False   # True when the global pose moved the fan > max_mean_shift_mm (identity kept)
 
 
 def _pick_device(device):
@@ -110,7 +111,7 @@ class Registration:
         t0 = time.perf_counter()
         A = torch.eye(4, device=dev)
         radii = g["radius"] if isinstance(g["radius"], (list, tuple)) else [g["radius"]] * len(g["levels_mm"])
-        n_passes = 0
+        n_passes, global_rejected = 0, False
         if g["enabled"]:
             # pyramid passes from the current pose: at least `iterations`, more (up to max_iterations)
             # only while a pass still moves the fan by more than converge_mm (large initial offsets)
@@ -133,6 +134,11 @@ class Registration:
                     moved = (apply_affine(A, src.t()) - apply_affine(A_start, src.t())).norm(dim=0).max()
                     if float(moved) < float(g.get("converge_mm", 0.0)):
                         break
+            # brain shift plus navigation error is bounded: a pose that moves the fan further on average
+            # is a false match (e.g. a fan with little tissue in it), so keep the identity pose instead
+            mean_shift = float((apply_affine(A, src.t()) - src.t()).norm(dim=0).mean())
+            if mean_shift > float(g["max_mean_shift_mm"]):
+                A, global_rejected = torch.eye(4, device=dev), True
         sync()
         times["global"] = time.perf_counter() - t0
 
@@ -197,7 +203,7 @@ class Registration:
         times["total"] = sum(times.values())
         return Result(displacement=disp, stage_seconds=times, device=self.device_name,
                       affine_mm=A.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
-                      global_passes=n_passes, fell_back=fell_back)
+                      global_passes=n_passes, fell_back=fell_back, global_rejected=global_rejected)
 
     def _full_field(self, A, u_def, scale, shape, spacing, pc):
         dev = A.device

@@ -148,3 +148,20 @@ def test_resect_hybrid_improves():
     t_m = tre(res.displacement, c["lm_fix"], c["lm_mov"], c["spacing"]).mean()
     assert t_m < 0.45 * t_id, (t_m, t_id)
     assert res.min_jacobian > 0
+
+
+def test_global_pose_beyond_the_shift_bound_is_rejected():
+    # a 3 mm translation is found by the global stage; with the bound set below it, the pose is a "false
+    # match" by definition and the identity pose must be kept (the deformable stages are off here)
+    fixed = blobs((40, 40, 40), seed=7)
+    moving = {"ceT1": shifted(fixed, [3.0, 0.0, 0.0])}
+    only_global = {"deformable_discrete": {"enabled": False}, "refine": {"enabled": False},
+                   "plausibility": {"fallback_to_identity": False}}
+    found = reg(**only_global).register(fixed, moving, (1.0, 1.0, 1.0), "ceT1")
+    assert not found.global_rejected
+    assert abs(np.median(interior(found.displacement)[..., 0]) - 3.0) < 0.6
+    bounded = reg(**only_global, **{"global": {"iterations": 1, "max_iterations": 2, "max_mean_shift_mm": 1.0}})
+    rejected = bounded.register(fixed, moving, (1.0, 1.0, 1.0), "ceT1")
+    assert rejected.global_rejected
+    np.testing.assert_allclose(rejected.affine_mm, np.eye(4), atol=1e-6)
+    assert np.abs(rejected.displacement).max() < 1e-5
