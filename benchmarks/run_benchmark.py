@@ -87,6 +87,12 @@ def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> flo
     return seconds
 
 
+def worse_than(metrics: dict, identity: dict) -> int:
+    """Pairs whose TRE is worse than with no registration."""
+    cases, reference = metrics["cases"], identity["cases"]
+    return int(sum(cases[k]["TRE"]["mean"] > reference[k]["TRE"]["mean"] + 1e-6 for k in cases if k in reference))
+
+
 def summarise(method: str, metrics: dict, identity: dict | None, wall: float) -> dict:
     """One table row from a metrics.json (and the identity run's, to count pairs made worse)."""
     cases = metrics["cases"]
@@ -101,8 +107,7 @@ def summarise(method: str, metrics: dict, identity: dict | None, wall: float) ->
            "folds": int(sum(c["num_folds_true"]["mean"] for c in cases.values())),
            "wall_s": wall}
     if identity is not None:
-        row["worse_than_identity"] = int(sum(cases[k]["TRE"]["mean"] > identity["cases"][k]["TRE"]["mean"] + 1e-6
-                                             for k in cases if k in identity["cases"]))
+        row["worse_than_identity"] = worse_than(metrics, identity)
     timings_path = metrics.get("_timings")
     if timings_path and os.path.isfile(timings_path):
         with open(timings_path) as handle:
@@ -186,6 +191,9 @@ def main(argv=None) -> int:
         rows.append(summarise(method, results[method], results.get("identity"), wall))
         rows.sort(key=lambda row: _order(row["method"]))
         print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)
+    if "identity" in results:  # rows run before identity (or kept from earlier runs) get their count too
+        for row in rows:
+            row["worse_than_identity"] = worse_than(results[row["method"]], results["identity"])
     text = table(rows)
     title = args.title or f"Benchmark on {os.path.abspath(args.cases)}"
     stamp = time.strftime("%Y-%m-%d %H:%M")

@@ -34,6 +34,15 @@ def test_keep_merges_rows_of_earlier_runs(tmp_path):
                                "--keep"]) == 0
     merged = json.loads((tmp_path / "out" / "benchmark.json").read_text())
     assert [r["method"] for r in merged] == ["identity", "sitk-mi"]
-    assert merged[0] == first[0]
+    assert merged[0]["TRE"] == first[0]["TRE"] and merged[0]["worse_than_identity"] == 0
     # the later row is still compared with the earlier identity run
     assert 0 <= merged[1]["worse_than_identity"] <= merged[1]["pairs"] == 2
+
+
+def test_rows_run_before_identity_get_their_worse_count(tmp_path):
+    write_dataset([make_simulated_case(5, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    out = str(tmp_path / "out")
+    assert run_benchmark.main(["--cases", str(tmp_path / "data"), "--out", out, "--methods", "sitk-mi,identity"]) == 0
+    rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "benchmark.json").read_text())}
+    assert rows["identity"]["worse_than_identity"] == 0
+    assert 0 <= rows["sitk-mi"]["worse_than_identity"] <= 2
