@@ -79,9 +79,13 @@ def pair_figure(pair: Pair, gt_dir: str, field: np.ndarray, fixed_points: np.nda
     axes[3].set_title("TRE per landmark", fontsize=10)
     fig.suptitle(f"{pair.key} ({pair.sequence}); iUS grey, MR magenta; cyan + fixed landmark, red x moving "
                  f"landmark (after: pulled back by u), all landmarks projected onto slice k={k}", fontsize=9)
+    return _save(plt, fig, out_dir, f"{pair.key.replace('<--', '_from_')}.png")
+
+
+def _save(plt, fig, out_dir: str, name: str) -> str:
     fig.tight_layout()
     os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"{pair.key.replace('<--', '_from_')}.png")
+    path = os.path.join(out_dir, name)
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
@@ -110,9 +114,4 @@ def summary_figure(results: dict[str, dict], out_dir: str, metric: str = M.TRE) 
     ax.set_ylabel(f"{metric} (mm)" if metric.startswith("TRE") else metric)
     ax.set_title(f"{metric} per pair and method")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    os.makedirs(out_dir, exist_ok=True)
-    path = os.path.join(out_dir, f"summary_{metric}.png")
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, out_dir, f"summary_{metric}.png")
