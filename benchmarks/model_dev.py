@@ -11,6 +11,8 @@ import nibabel as nib
 import numpy as np
 from scipy import ndimage as ndi
 
+from evaluation import metrics
+
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "resect-case24"
 
 
@@ -105,16 +107,11 @@ def make_case(shift_mm=(6.0, -5.0, 4.0), angles_deg=(3.0, -2.0, 4.0), smooth_amp
 
 
 def tre(disp, lm_fix, lm_mov, spacing):
-    """Per-landmark TRE in mm, u sampled by map_coordinates(order=3) per channel (organisers' way)."""
-    u = np.stack([ndi.map_coordinates(disp[..., c], lm_fix.T, order=3) for c in range(3)], 1)
-    return np.linalg.norm((lm_fix + u - lm_mov) * np.asarray(spacing), axis=1)
+    """Per-landmark TRE in mm: the evaluation's definition (organisers' cubic-spline sampling)."""
+    return metrics.tre(lm_fix, lm_mov, disp, spacing)
 
 
 def jacobian_stats(disp):
-    """SDlogJ (official: +3, 2-voxel crop) and the true fold count (J <= 0)."""
-    grads = [[ndi.correlate1d(disp[..., c], [-0.5, 0, 0.5], axis=d, mode="constant") for d in range(3)]
-             for c in range(3)]
-    a = np.array(grads) + np.eye(3)[:, :, None, None, None]
-    j = (a[0, 0] * (a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1]) - a[0, 1] * (a[1, 0] * a[2, 2] - a[1, 2] * a[2, 0])
-         + a[0, 2] * (a[1, 0] * a[2, 1] - a[1, 1] * a[2, 0]))[2:-2, 2:-2, 2:-2]
-    return float(np.log(np.clip(j + 3, 1e-9, 1e9)).std()), int((j <= 0).sum())
+    """Official SDlogJ and the true fold count (J <= 0): the evaluation's definitions."""
+    result = metrics.plausibility(disp)
+    return result[metrics.SDLOGJ], int(result[metrics.FOLDS])
