@@ -20,7 +20,7 @@ from interfaces import grand_challenge as gc
 from interfaces import logs
 from interfaces import organisers as org
 from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_image,
-                               write_sitk_image, write_voxel_field_nifti)
+                               write_json_atomic, write_sitk_image, write_voxel_field_nifti)
 from interfaces.logs import log
 
 MODEL_DIR = "/opt/ml/model"  # Grand Challenge extracts an uploaded model tarball here
@@ -109,6 +109,15 @@ def _for_target(movings: dict, target: int, label: str) -> dict[str, object]:
     return usable
 
 
+def _log_written(label: str, written: str, result, timer: logs.Timer) -> dict[str, float]:
+    """The per-pair log line (device, seconds per stage, model stages, memory); returns the stage seconds."""
+    seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
+    log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", label, written, getattr(result, "device", "?"),
+             logs.fmt_seconds(seconds), logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}),
+             logs.memory_summary())
+    return seconds
+
+
 def _write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, field) -> None:
     if not qc_dir:
         return
@@ -177,22 +186,14 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
                 log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
                 failed.append(pair_label)
                 continue
-            seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
+            seconds = _log_written(pair_label, os.path.basename(out_path), result, timer)
             timings[cv.pair_key(case_id, moving)] = {"seconds": round(seconds["total"], 3),
                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
-            stages = getattr(result, "stage_seconds", {}) or {}
-            log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", pair_label, os.path.basename(out_path),
-                     getattr(result, "device", "?"), logs.fmt_seconds(seconds), logs.fmt_seconds(stages),
-                     logs.memory_summary())
             _write_qc(qc_dir, f"{case_id}_{moving:04d}.png", fixed, movings[cv.MODALITIES[moving]],
                       result.displacement)
             ok += 1
     if write_timings and timings:
-        path = os.path.join(output_dir, org.TIMINGS_NAME)
-        tmp = path + f".partial-{os.getpid()}"
-        with open(tmp, "w") as handle:
-            json.dump({"pairs": timings}, handle, indent=1)
-        os.replace(tmp, path)
+        write_json_atomic({"pairs": timings}, os.path.join(output_dir, org.TIMINGS_NAME))
     if not cases:
         log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
         failed.append("input folder")
@@ -226,11 +227,7 @@ def run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir=None):
     except Exception as exc:  # noqa: BLE001
         log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
         return 0, [label], time.perf_counter() - t_run
-    seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
-    log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", label,
-             os.path.relpath(gc.output_path(output_dir), output_dir), getattr(result, "device", "?"),
-             logs.fmt_seconds(seconds), logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}),
-             logs.memory_summary())
+    _log_written(label, os.path.relpath(gc.output_path(output_dir), output_dir), result, timer)
     _write_qc(qc_dir, "job.png", fixed, movings[cv.MODALITIES[target]], result.displacement)
     return 1, [], time.perf_counter() - t_run
 

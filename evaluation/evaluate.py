@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 
 if __package__ in (None, ""):  # run as a script: make the repository root importable
@@ -27,6 +26,7 @@ from evaluation.ground_truth import (DEFAULT_GROUND_TRUTH, GroundTruthError, Pai
                                      image_grid, image_header, image_path, load_landmarks, pairs_from_config)
 from evaluation.layouts import locate
 from interfaces.conventions import FIXED_INDEX, MODALITIES
+from interfaces.images import write_json_atomic
 
 EVAL_VERSION = "2.0"          # Learn2Reg metrics.json shape version
 EVALUATOR = "remind2reg-eval 1.0"
@@ -111,22 +111,6 @@ def build_metrics(results: list[dict], pairs: list[Pair], name: str, layout: str
             "layout": layout,
             "evaluator": EVALUATOR,
             "eval_version": EVAL_VERSION}
-
-
-def write_json_atomic(data: dict, path: str) -> None:
-    """Write to a temporary file in the same folder, then os.replace: never a half-written metrics.json."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".metrics-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(data, out, indent=2, allow_nan=False)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
 
 
 def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, workers: int = 0,

@@ -123,7 +123,7 @@ def main(argv=None) -> int:
     result = rank(submissions, args.metrics)
     print(format_table(result))
     if args.json:
-        from evaluation.evaluate import write_json_atomic
+        from interfaces.images import write_json_atomic
         write_json_atomic(result, args.json)
     if args.report:
         from evaluation import report

@@ -6,6 +6,7 @@ Arrays are in index order (i, j, k) (see interfaces/conventions.py); nothing her
 from __future__ import annotations
 
 import gzip
+import json
 import os
 import tempfile
 from contextlib import contextmanager
@@ -159,6 +160,12 @@ def atomic_path(path: str):
         except FileNotFoundError:
             pass
         raise
+
+
+def write_json_atomic(data: dict, path: str) -> None:
+    """JSON through a temporary name and os.replace (atomic_path): never a half-written file."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
+        json.dump(data, out, indent=2, allow_nan=False)
 
 
 def nifti_header_bytes(shape: tuple[int, ...], affine: np.ndarray, zooms=None) -> bytes:
