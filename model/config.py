@@ -12,6 +12,10 @@ from pathlib import Path
 
 ENV_VAR = "REMIND2REG_CONFIG"
 
+# storage of the feature volumes on any device: "fp16" halves the cost search's memory traffic but moves the
+# field by up to ~0.3 mm (docs/MODEL.md, measured), so the default is "fp32"
+PRECISIONS = ("fp32", "fp16")
+
 # keys whose value is a free-form mapping (any key allowed inside)
 _FREE_MAPS = {("sequence_weights",)}
 
@@ -57,6 +61,8 @@ def _validate(cfg):
         raise ValueError(f"global.model must be 'rigid' or 'affine', got {cfg['global']['model']!r}")
     if not 0 < float(cfg["global"]["trim_keep"]) <= 1:
         raise ValueError("global.trim_keep must be in (0, 1]")
+    if cfg["precision"] not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     if float(cfg["feature_mm"]) <= 0 or float(cfg["refine"]["level_mm"]) <= 0:
         raise ValueError("feature_mm and refine.level_mm must be positive")
     return cfg

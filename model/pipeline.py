@@ -1,5 +1,6 @@
 """Registration: features -> robust global pose -> deformable discrete -> Adam refinement -> full field."""
 import time
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,14 +49,23 @@ class Registration:
     def register(self, fixed, moving, spacing, target="ceT1"):
         if target not in moving:
             raise KeyError(f"target {target!r} not in moving sequences {sorted(moving)}")
-        prev_det = torch.are_deterministic_algorithms_enabled()
+        prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32,
+                torch.backends.cuda.matmul.allow_tf32)
         torch.use_deterministic_algorithms(True, warn_only=True)
+        # TF32 (on by default for cuDNN convolutions) rounds like fp16, which moves the field by tenths of a
+        # mm (docs/MODEL.md): full fp32 keeps CUDA within rounding of the CPU result
+        torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
             torch.manual_seed(int(self.cfg.get("seed", 0)))
-            with torch.no_grad():
+            with torch.no_grad(), warnings.catch_warnings():
+                # grid_sample's CUDA backward always warns; its atomicAdd writes only the gradient of the
+                # sampled volume, which is never requested here (only the grid is optimised), so it is
+                # deterministic in this use. Any other nondeterministic op still warns.
+                warnings.filterwarnings("ignore", message=".*grid_sampler_3d_backward_cuda.*")
                 return self._register(fixed, moving, tuple(float(s) for s in spacing), target)
         finally:
-            torch.use_deterministic_algorithms(prev_det)
+            torch.use_deterministic_algorithms(prev[0])
+            torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = prev[1:]
 
     # ---------------------------------------------------------------------------------------------
     def _levels(self, shape, spacing, res):
@@ -63,7 +73,7 @@ class Registration:
 
     def _register(self, fixed, moving, spacing, target):
         cfg, dev = self.cfg, self.device
-        half = dev.type == "cuda" and cfg.get("half_on_cuda", True)
+        half = cfg["precision"] == "fp16"
         times = {}
         t0 = time.perf_counter()
         shape = tuple(fixed.shape)

@@ -1,13 +1,23 @@
 """Deformable refinement: Adam instance optimisation of a smooth, diffusion-regularised field."""
 import torch
-import torch.nn.functional as F
 
 from .warp import apply_affine, identity_mm, sample
 
 
+def box3(p):
+    """3x3x3 box mean of (C, D, H, W), replicate border, as three 1-D means over slices.
+    Equal to avg_pool3d of the replicate-padded field, but its backward is plain slicing and adds:
+    on CUDA, avg_pool3d's and replication_pad3d's backward kernels use atomicAdd (not deterministic)."""
+    for dim in (1, 2, 3):
+        n = p.shape[dim]
+        q = torch.cat([p.narrow(dim, 0, 1), p, p.narrow(dim, n - 1, 1)], dim)
+        p = (q.narrow(dim, 0, n) + q.narrow(dim, 1, n) + q.narrow(dim, 2, n)) / 3.0
+    return p
+
+
 def _smooth_param(p, passes):
     for _ in range(passes):  # repeated box filters ~ Gaussian: keeps the field smooth by construction
-        p = F.avg_pool3d(F.pad(p.unsqueeze(0), [1] * 6, mode="replicate"), 3, 1)[0]
+        p = box3(p)
     return p
 
 
@@ -20,7 +30,7 @@ def adam_refine(ff, mfs, w, spacing, A, u0, rcfg):
     opt = torch.optim.Adam([p], lr=rcfg["lr"])
     wsum = w.sum().clamp_min(1.0)
     ffl = ff.float()
-    for _ in range(int(rcfg["iterations"])):
+    for it in range(int(rcfg["iterations"])):
         opt.zero_grad(set_to_none=True)
         u = _smooth_param(p, rcfg["smooth_passes"])
         pos = apply_affine(A, x + u)
@@ -35,6 +45,12 @@ def adam_refine(ff, mfs, w, spacing, A, u0, rcfg):
                + (uv[:, :, :, 1:] - uv[:, :, :, :-1]).pow(2).sum()) / (3 * wsum)
         loss = data + rcfg["diffusion_weight"] * reg
         loss.backward()
+        if it == 0 and rcfg.get("adam_eps_rel", 0) > 0:
+            # Adam steps ~lr * sign(g) wherever |g| >> eps, so with a tiny absolute eps a voxel whose gradient
+            # is rounding noise takes full steps in a random direction. An eps relative to the typical
+            # in-fan gradient turns such voxels into small SGD steps (and is free of the loss scale).
+            g_rms = p.grad.pow(2).sum(0, keepdim=True)[w > 0].mean().sqrt()
+            opt.param_groups[0]["eps"] = float(rcfg["adam_eps_rel"] * g_rms) + 1e-20
         opt.step()
     with torch.no_grad():
         return _smooth_param(p, rcfg["smooth_passes"]).detach()
