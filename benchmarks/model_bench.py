@@ -48,13 +48,11 @@ def hybrid_cases(seeds, mags):
 
 
 def embed_cases(cases, n=256):
-    """The same hybrid pairs embedded in an n^3 grid at their own spacing (iUS zero outside, MR edge-padded):
-    a large box like ReMIND2Reg's 256^3 0.5 mm, with exactly the same anatomy and landmarks."""
+    """The same hybrid pairs embedded in an n^3 grid (simulation.hybrid.embed_case)."""
+    from simulation.hybrid import embed_case
     for name, fx, mv, sp, lf, lm in cases:
-        pads = [((n - k) // 2, n - k - (n - k) // 2) for k in fx.shape]
-        off = np.array([p[0] for p in pads], float)
-        yield (f"{name} in {n}^3", np.pad(fx, pads), {k: np.pad(v, pads, mode="edge") for k, v in mv.items()},
-               sp, lf + off, lm + off)
+        c = embed_case(dict(fixed=fx, moving=mv, fixed_landmarks=lf, moving_landmarks=lm, affine=np.eye(4)), n)
+        yield f"{name} in {n}^3", c["fixed"], c["moving"], sp, c["fixed_landmarks"], c["moving_landmarks"]
 
 
 def simulated_cases(seeds, shape, spacing):
@@ -98,18 +96,13 @@ def run(cases, variants, target="ceT1"):
 
 
 def timing256():
-    from simulation.hybrid import make_hybrid_case
-    c = make_hybrid_case(seed=0, magnitude_mm=5.0, with_true_displacement=False)
-    fx = c["fixed"]
-    pads = [((256 - n) // 2, 256 - n - (256 - n) // 2) for n in fx.shape]
-    fx256 = np.pad(fx, pads)                      # iUS: zero outside its fan/box
-    mv256 = {k: np.pad(v, pads, mode="edge") for k, v in c["moving"].items()}
+    from simulation.hybrid import embed_case, make_hybrid_case
+    c = embed_case(make_hybrid_case(seed=0, magnitude_mm=5.0, with_true_displacement=False), 256)
     reg = Registration(load_config(), device="cpu")
     t0 = time.perf_counter(), time.process_time()
-    r = reg.register(fx256, mv256, (0.5, 0.5, 0.5), "ceT1")
+    r = reg.register(c["fixed"], c["moving"], (0.5, 0.5, 0.5), "ceT1")
     wall, cpu = time.perf_counter() - t0[0], time.process_time() - t0[1]
-    off = np.array([p[0] for p in pads])
-    t = tre(r.displacement, c["fixed_landmarks"] + off, c["moving_landmarks"] + off, c["spacing"])
+    t = tre(r.displacement, c["fixed_landmarks"], c["moving_landmarks"], c["spacing"])
     print("256^3 CPU:", {k: round(v, 2) for k, v in r.stage_seconds.items()},
           f"wall {wall:.1f}s, process CPU {cpu:.1f}s, TRE {t.mean():.2f} mm, min J {r.min_jacobian:.3f}")
 

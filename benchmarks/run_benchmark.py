@@ -9,6 +9,8 @@ folder, `python process.py --input IN --output OUT`, one process per method), th
   sitk-mi         classic peer: SimpleITK Mattes mutual information, rigid then B-spline
   model           the project's model, resources/config.json
   abl-*           the model with one stage or ingredient changed (ablations; see ABLATIONS)
+  model-repeat, model-cpu, model-fp16
+                  the model again, on the CPU, or with fp16 features (device checks; see DEVICE_VARIANTS)
 
 The model variants get their config the way the container does: a folder holding config.json, named by
 $REMIND2REG_MODEL_DIR (what /opt/ml/model is in the container). Prints one table and saves it as
@@ -42,6 +44,14 @@ ABLATIONS = {
     "abl-no-inpaint": {"features": {"inpaint": False}},
     "abl-no-cavity-weight": {"features": {"anechoic_downweight": False}},
 }
+# the same model on another device or precision, or simply run again (benchmarks/device_check.py); not in the
+# default method list
+DEVICE_VARIANTS = {
+    "model-repeat": {},
+    "model-cpu": {"device": "cpu"},
+    "model-fp16": {"precision": "fp16"},
+}
+CONFIGS = {**ABLATIONS, **DEVICE_VARIANTS}
 PEERS = ("identity", "sitk-mi")
 DEFAULT_METHODS = ("identity", "sitk-mi") + tuple(ABLATIONS)
 
@@ -70,7 +80,7 @@ def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> flo
         command = [sys.executable, "-m", "benchmarks.peers", method]
     else:
         with open(os.path.join(ROOT, "resources", "config.json")) as handle:
-            config = _merge(json.load(handle), ABLATIONS[method])
+            config = _merge(json.load(handle), CONFIGS[method])
         model_dir = out_dir + "-model"
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "config.json"), "w") as handle:
@@ -138,7 +148,7 @@ def table(rows: list[dict]) -> str:
 
 
 def _order(method: str) -> int:
-    known = list(PEERS) + list(ABLATIONS)
+    known = list(PEERS) + list(CONFIGS)
     return known.index(method) if method in known else len(known)
 
 
@@ -161,7 +171,7 @@ def main(argv=None) -> int:
     parser.add_argument("--cases", required=True, help="dataset folder: imagesTr/, landmarksTr/, eval_pairs JSON")
     parser.add_argument("--out", required=True, help="folder for fields, logs, metrics and the table")
     parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
-                        help=f"comma-separated, from {', '.join(PEERS + tuple(ABLATIONS))}")
+                        help=f"comma-separated, from {', '.join(PEERS + tuple(CONFIGS))}")
     parser.add_argument("--sequences", default="all", help="ceT1 | T2 | all (default all)")
     parser.add_argument("--title", default=None, help="heading of the saved table")
     parser.add_argument("--keep", action="store_true",
@@ -171,7 +181,7 @@ def main(argv=None) -> int:
     from evaluation.evaluate import run as evaluate
 
     methods = [m for m in args.methods.split(",") if m]
-    unknown = [m for m in methods if m not in PEERS and m not in ABLATIONS]
+    unknown = [m for m in methods if m not in PEERS and m not in CONFIGS]
     if unknown:
         parser.error(f"unknown method(s): {', '.join(unknown)}")
     os.makedirs(args.out, exist_ok=True)

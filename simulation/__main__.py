@@ -1,4 +1,4 @@
-"""python -m simulation --out DIR --n N --seed S [--anatomy mni152|remind022|mixed] [--shape 64] [--hybrid]
+"""python -m simulation --out DIR --n N --seed S [--anatomy mni152|remind022|mixed] [--shape 64] [--hybrid [--embed 256]]
 
 Writes N cases in the organisers' ReMIND2Reg layout (imagesTr/, landmarksTr/, ReMIND2Reg_dataset.json,
 plus groundtruthTr/ voxel fields).  ALL iUS images written are SIMULATED, except with --hybrid, where the
@@ -26,6 +26,8 @@ def main(argv=None) -> int:
                     help="mm; default 128/shape so the field of view stays 128 mm (256 -> 0.5 mm)")
     ap.add_argument("--hybrid", action="store_true", help="hybrid real cases (RESECT 24 + known deformation)")
     ap.add_argument("--magnitude", type=float, default=5.0, help="--hybrid: mean added displacement, mm")
+    ap.add_argument("--embed", type=int, default=0,
+                    help="--hybrid: centre each case in an N^3 grid (e.g. 256, the challenge's size)")
     ap.add_argument("--start-id", type=int, default=1, help="first case id (4 digits)")
     ap.add_argument("--no-field", action="store_true", help="do not write groundtruthTr/ fields")
     args = ap.parse_args(argv)
@@ -39,8 +41,10 @@ def main(argv=None) -> int:
             seed = args.seed + n
             if args.hybrid:
                 from .hybrid import make_hybrid_case
-                case = make_hybrid_case(seed, args.magnitude)
-                case["initial_tre_mm"] = case["initial_tre_mm"]
+                case = make_hybrid_case(seed, args.magnitude, with_true_displacement=not args.no_field)
+                if args.embed:
+                    from .hybrid import embed_case
+                    case = embed_case(case, args.embed)
             else:
                 anat = args.anatomy if args.anatomy != "mixed" else ("mni152", "remind022")[n % 2]
                 case = make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)

@@ -164,3 +164,24 @@ def make_hybrid_case(seed: int, magnitude_mm: float = 5.0, with_true_displacemen
         out["true_displacement_residual_vox"] = float(np.abs((w + vmap(x_mm + w)) / sp).max())
     out["initial_tre_mm"] = np.linalg.norm((moving_lm - out["fixed_landmarks"]) * sp, axis=1)
     return out
+
+
+def embed_case(case: dict, n: int = 256) -> dict:
+    """The same hybrid case centred in an n^3 grid at its own spacing: the challenge's box size (256^3 at
+    ~0.5 mm) with exactly the same anatomy, landmarks and added deformation. The iUS is zero outside (as
+    outside a fan), the MR edge-padded, the affine moved so that world positions do not change."""
+    pads = [((n - k) // 2, n - k - (n - k) // 2) for k in case["fixed"].shape]
+    if min(p for pair in pads for p in pair) < 0:
+        raise ValueError(f"cannot embed a {case['fixed'].shape} grid in {n}^3")
+    off = np.array([p[0] for p in pads], float)
+    out = dict(case, fixed=np.pad(case["fixed"], pads),
+               moving={k: np.pad(v, pads, mode="edge") for k, v in case["moving"].items()},
+               fixed_landmarks=case["fixed_landmarks"] + off, moving_landmarks=case["moving_landmarks"] + off)
+    affine = np.asarray(case["affine"], np.float64).copy()
+    affine[:3, 3] -= affine[:3, :3] @ off  # index i_new = i_old + off lands on the same world point
+    out["affine"] = affine
+    for key in ("true_displacement", "added_map_voxels"):
+        if case.get(key) is not None:  # fields are defined inside the original box only: zero outside
+            out[key] = np.pad(case[key], pads + [(0, 0)])
+    out["source"] = case.get("source", "") + f", embedded in {n}^3"
+    return out

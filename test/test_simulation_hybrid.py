@@ -52,3 +52,20 @@ def test_warped_image_matches_landmark_mapping(case):
     a = ndimage.map_coordinates(case["moving"]["ceT1"], case["moving_landmarks"].T, order=1)
     b = ndimage.map_coordinates(orig, case["moving_landmarks_original"].T, order=1)
     assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_embed_keeps_world_positions_images_and_truth(case):
+    big = hybrid.embed_case(case, 128)
+    off = np.array([(128 - n) // 2 for n in case["fixed"].shape])
+    assert big["fixed"].shape == (128, 128, 128) and big["true_displacement"].shape == (128, 128, 128, 3)
+    world = lambda aff, pts: pts @ aff[:3, :3].T + aff[:3, 3]
+    for key in ("fixed_landmarks", "moving_landmarks"):
+        np.testing.assert_allclose(big[key], case[key] + off)
+        np.testing.assert_allclose(world(big["affine"], big[key]), world(case["affine"], case[key]), atol=1e-9)
+    inner = tuple(slice(o, o + n) for o, n in zip(off, case["fixed"].shape))
+    np.testing.assert_array_equal(big["fixed"][inner], case["fixed"])
+    np.testing.assert_array_equal(big["moving"]["T2"][inner], case["moving"]["T2"])
+    np.testing.assert_array_equal(big["true_displacement"][inner], case["true_displacement"])
+    assert big["fixed"][:off[0]].max() == 0  # the iUS is empty outside its original box
+    with pytest.raises(ValueError, match="cannot embed"):
+        hybrid.embed_case(case, 64)
