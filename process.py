@@ -19,7 +19,7 @@ from interfaces import conventions as cv
 from interfaces import grand_challenge as gc
 from interfaces import logs
 from interfaces import organisers as org
-from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_image,
+from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_images,
                                write_json_atomic, write_sitk_image, write_voxel_field_nifti)
 from interfaces.logs import log
 
@@ -77,14 +77,25 @@ def _describe(image: LoadedImage) -> str:
             f"{'x'.join(f'{s:.3g}' for s in g.spacing)} mm")
 
 
-def _read_movings(fixed: LoadedImage, paths: dict[int, str], timer: logs.Timer, label: str):
-    """Every MR present, on the fixed grid: modality -> array, or the InputError that reading it raised."""
+def _read_case(paths: dict[int, str], timer: logs.Timer) -> dict:
+    """Every file of a case read at once (threads): modality -> LoadedImage, or the InputError it raised."""
+    roles = {m: "iUS (fixed) image" if m == cv.FIXED_INDEX else f"{cv.MODALITIES[m]} image" for m in paths}
+    with timer("read"):
+        return read_images({m: (p, roles[m], m == cv.FIXED_INDEX) for m, p in paths.items()})
+
+
+def _movings_on_grid(fixed: LoadedImage, images: dict, timer: logs.Timer, label: str):
+    """Every MR of the case on the fixed grid: modality -> array, or the InputError reading/resampling raised."""
     movings = {}
-    for modality, path in sorted(paths.items()):
+    for modality, image in sorted(images.items()):
+        if modality == cv.FIXED_INDEX:
+            continue
         name = cv.MODALITIES[modality]
+        if isinstance(image, InputError):
+            movings[modality] = image
+            continue
         try:
             with timer("read"):
-                image = read_image(path, f"{name} image")
                 array, resampled = onto_grid(image, fixed, f"{name} image")
         except InputError as exc:
             movings[modality] = exc
@@ -156,16 +167,14 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
             continue
         log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
         case_timer = logs.Timer()
-        try:
-            with case_timer("read"):
-                fixed = read_image(case.files[cv.FIXED_INDEX], "iUS (fixed) image", require_nonzero=True)
-        except InputError as exc:
-            log.error("FAILED %s: %s", label, exc)
+        images = _read_case(case.files, case_timer)
+        fixed = images[cv.FIXED_INDEX]
+        if isinstance(fixed, InputError):
+            log.error("FAILED %s: %s", label, fixed)
             failed.extend(f"{label} {cv.MODALITIES[m]}" for m in pairs)
             continue
         log.info("%s: iUS %s", label, _describe(fixed))
-        mr_paths = {m: p for m, p in case.files.items() if m != cv.FIXED_INDEX}
-        mr_arrays = _read_movings(fixed, mr_paths, case_timer, label)
+        mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
         affine = None
         for moving in pairs:
             pair_label = f"{label} {cv.MODALITIES[moving]}"
@@ -213,11 +222,12 @@ def run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir=None):
         log.info("Grand Challenge layout: %s; output for %s",
                  ", ".join(f"{gc.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
         label = f"job {cv.MODALITIES[target]}"
-        with timer("read"):
-            fixed = read_image(paths[cv.FIXED_INDEX], "iUS (fixed) image", require_nonzero=True)
+        images = _read_case(paths, timer)
+        fixed = images[cv.FIXED_INDEX]
+        if isinstance(fixed, InputError):
+            raise fixed
         log.info("%s: iUS %s", label, _describe(fixed))
-        movings = _for_target(_read_movings(fixed, {m: p for m, p in paths.items() if m != cv.FIXED_INDEX},
-                                            timer, label), target, label)
+        movings = _for_target(_movings_on_grid(fixed, images, timer, label), target, label)
         result = _register(lazy, fixed, movings, cv.MODALITIES[target], timer)
         with timer("write"):
             write_sitk_image(gc.output_path(output_dir), cv.voxel_to_physical_field(result.displacement, fixed.grid))

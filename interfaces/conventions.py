@@ -118,8 +118,9 @@ class Grid:
 
 # ---------------------------------------------------------------- array order
 def array_from_image(image: sitk.Image) -> np.ndarray:
-    """numpy array in index order (i, j, k) (nibabel order) from a 3-D scalar SimpleITK image."""
-    return np.ascontiguousarray(sitk.GetArrayFromImage(image).transpose(2, 1, 0))
+    """numpy array in index order (i, j, k) (nibabel order) from a 3-D scalar SimpleITK image: a view of
+    SimpleITK's own copy, so its memory is Fortran order (i fastest), as nibabel's arrays are."""
+    return sitk.GetArrayFromImage(image).transpose(2, 1, 0)
 
 
 def image_from_array(array: np.ndarray, grid: Grid) -> sitk.Image:
@@ -143,8 +144,11 @@ def check_voxel_field(field: np.ndarray, grid_shape: tuple[int, ...]) -> None:
 def voxel_to_physical_field(field: np.ndarray, grid: Grid) -> sitk.Image:
     """Organisers' voxel field (i, j, k, 3) -> Grand Challenge DSPF image (4-D, mm, LPS axes)."""
     check_voxel_field(field, grid.shape)
-    physical = field.astype(np.float64) @ grid.index_to_physical.T  # (i, j, k, 3) mm, LPS
-    array = np.ascontiguousarray(physical.transpose(3, 2, 1, 0), dtype=np.float32)  # (3, k, j, i)
+    m = grid.index_to_physical  # mm along LPS axis c = sum_d m[c, d] * voxels along index axis d
+    planes = [field[..., d].transpose(2, 1, 0) for d in range(3)]  # (k, j, i) views, no copy
+    array = np.empty((3,) + tuple(grid.shape[::-1]), np.float32)   # (3, k, j, i): the DSPF array
+    for c in range(3):  # one component plane at a time: no (i, j, k, 3) float64 temporary
+        array[c] = m[c, 0] * planes[0].astype(np.float64) + m[c, 1] * planes[1] + m[c, 2] * planes[2]
     image = sitk.GetImageFromArray(array, isVector=False)
     image.SetSpacing(grid.spacing + (1.0,))
     image.SetOrigin(grid.origin + (0.0,))

@@ -48,7 +48,9 @@ def _read_nifti_pixels(path: str, size: tuple[int, ...]) -> np.ndarray:
         data = data[..., 0]
     if data.shape != tuple(size):
         raise ValueError(f"voxel array shape {data.shape} differs from the header size {tuple(size)}")
-    return np.ascontiguousarray(data)
+    # kept in the file's Fortran order (i fastest): SimpleITK wants that layout, and the model transposes
+    # on its device; a C-order copy here cost ~0.2 s per 256^3 volume on the CPU
+    return data
 
 
 def read_image(path: str, role: str = "image", require_nonzero: bool = False) -> LoadedImage:
@@ -110,6 +112,24 @@ def read_image(path: str, role: str = "image", require_nonzero: bool = False) ->
     if require_nonzero and not np.any(array):
         raise InputError(f"{name}: {role} is empty (all voxels are 0)")
     return LoadedImage(path, array, grid, image)
+
+
+def read_images(requests: dict, workers: int | None = None) -> dict:
+    """read_image for several files at once: {key: (path, role, require_nonzero)} -> {key: LoadedImage or
+    the InputError it raised}. Threads overlap the gunzip of a case's volumes (zlib releases the GIL)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def one(request):
+        try:
+            return read_image(*request)
+        except InputError as exc:
+            return exc
+
+    keys = list(requests)
+    if len(keys) <= 1:
+        return {k: one(requests[k]) for k in keys}
+    with ThreadPoolExecutor(max_workers=workers or min(len(keys), os.cpu_count() or 1)) as pool:
+        return dict(zip(keys, pool.map(one, [requests[k] for k in keys])))
 
 
 def onto_grid(moving: LoadedImage, fixed: LoadedImage, role: str = "moving image") -> tuple[np.ndarray, bool]:
@@ -194,7 +214,8 @@ def write_voxel_field_nifti(path: str, field: np.ndarray, affine: np.ndarray, le
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as out:
             out.write(nifti_header_bytes(field.shape, affine, zooms))
             for c in range(field.shape[3]):  # NIfTI data is Fortran order: i fastest, channel slowest
-                out.write(field[..., c].tobytes(order="F"))
+                plane = np.ascontiguousarray(field[..., c].T)  # (k, j, i): no copy for the model's layout
+                out.write(plane.data.cast("B"))
 
 
 def write_sitk_image(path: str, image: sitk.Image, compress: bool = False) -> None:

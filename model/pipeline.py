@@ -27,6 +27,12 @@ class Result:
     global_rejected: bool = False   # True when the global pose moved the fan > max_mean_shift_mm (identity kept)
 
 
+def _to_device(array, dev):
+    """(1, i, j, k) float32 tensor on dev from an array of any memory layout: the bytes go as they are (e.g.
+    the NIfTI's Fortran order) and the transposition to C order happens on the device."""
+    return torch.from_numpy(np.asarray(array, dtype=np.float32)).to(dev).contiguous()[None]
+
+
 def _pick_device(device):
     if device is None or device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -79,9 +85,9 @@ class Registration:
         shape = tuple(fixed.shape)
         names = [target] + ([n for n in moving if n != target] if cfg.get("multi_sequence", True) else [])
         sw = {n: float(cfg["sequence_weights"].get(n, 1.0)) for n in names}
-        full = {"us": torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32)).to(dev)[None]}
+        full = {"us": _to_device(fixed, dev)}
         for n in names:
-            full[n] = torch.from_numpy(np.ascontiguousarray(moving[n], dtype=np.float32)).to(dev)[None]
+            full[n] = _to_device(moving[n], dev)
 
         # MIND on a fine base grid, coarser levels by resampling the features (robust across modalities)
         bshape, bsp = level_grid(shape, spacing, cfg["feature_mm"], cfg.get("max_feature_voxels"))
@@ -228,5 +234,7 @@ class Registration:
             if jmin > 0 or scale == 0 or up is None:
                 break
             scale = scale * 0.5 if scale > 1.0 / 64 else 0.0  # last resort: the global pose alone
-        disp_vox = (disp_mm / sp).permute(1, 2, 3, 0).contiguous().cpu().numpy().astype(np.float32)
-        return disp_vox, jmin, scale
+        # (i, j, k, 3) as a view of a (3, k, j, i) block: the NIfTI writer's order (i fastest, channel
+        # slowest) and the Grand Challenge DSPF array, so neither transposes 200 MB on the CPU
+        planes = (disp_mm / sp).permute(0, 3, 2, 1).contiguous().cpu().numpy().astype(np.float32, copy=False)
+        return planes.transpose(3, 2, 1, 0), jmin, scale

@@ -120,3 +120,24 @@ def test_warp_one_slice_equals_the_full_warp(axis):
     full = cv.warp_with_voxel_field(moving, field)
     one = cv.warp_with_voxel_field(moving, field, slice_axis=axis, slice_index=4)
     np.testing.assert_allclose(one, np.take(full, 4, axis=axis), atol=1e-6)
+
+
+def test_field_memory_layout_changes_no_output_byte():
+    # the model returns (i, j, k, 3) as a view of a (3, k, j, i) block (the writers' order); a C-ordered
+    # field with the same values must give the same .nii.gz bytes and the same DSPF array
+    import filecmp
+    import os
+    import tempfile
+
+    from interfaces.images import write_voxel_field_nifti
+    grid = oblique_grid()
+    c_order = np.random.default_rng(1).normal(0, 2, grid.shape + (3,)).astype(np.float32)
+    planar = np.ascontiguousarray(c_order.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
+    assert not planar.flags.c_contiguous and np.array_equal(planar, c_order)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = [os.path.join(tmp, f"{n}.nii.gz") for n in ("c", "planar")]
+        for path, field in zip(paths, (c_order, planar)):
+            write_voxel_field_nifti(path, field, grid.nifti_affine())
+        assert filecmp.cmp(*paths, shallow=False)
+    a, b = (sitk.GetArrayFromImage(cv.voxel_to_physical_field(f, grid)) for f in (c_order, planar))
+    np.testing.assert_array_equal(a, b)

@@ -386,3 +386,16 @@ def test_outputs_are_readable_by_others(tmp_path):
     finally:
         os.umask(old)
     assert os.stat(tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz").st_mode & 0o777 == 0o644
+
+
+def test_read_images_reads_a_case_at_once_and_names_each_failure(tmp_path):
+    from interfaces.images import InputError, read_images
+    fixed, moving, grid = make_case(tmp_path / "in", grid=oblique_grid())
+    paths = {m: str(tmp_path / "in" / cv.image_name("0001", m)) for m in (0, 1, 2)}
+    (tmp_path / "in" / cv.image_name("0001", 2)).write_bytes(b"\x1f\x8b broken")
+    got = read_images({m: (p, f"role {m}", m == 0) for m, p in paths.items()})
+    assert set(got) == {0, 1, 2}
+    np.testing.assert_array_equal(got[0].array, fixed)   # index order (i, j, k), whatever the memory layout
+    np.testing.assert_array_equal(got[0].array, nib.load(paths[0]).get_fdata().astype(np.float32))
+    np.testing.assert_allclose(got[1].array, moving)
+    assert isinstance(got[2], InputError) and cv.image_name("0001", 2) in str(got[2]) and "role 2" in str(got[2])
