@@ -407,6 +407,11 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
         os.makedirs(fdir, exist_ok=True)
         # canonical voxel field (i, j, k, 3), fixed voxel x -> moving x + u(x); valid for both MR sequences
         save(case["true_displacement"], os.path.join(fdir, f"disp_{case_id}_0000.nii.gz"))
+        if case.get("us_labels") is not None:  # what the fan shows (ultrasound.US_LABELS), for field_errors
+            labels = nib.Nifti1Image(np.asarray(case["us_labels"], np.uint8), aff)
+            labels.set_qform(aff, code=1)
+            labels.set_sform(aff, code=1)
+            nib.save(labels, os.path.join(fdir, f"labels_{case_id}_0000.nii.gz"))
     return {"pairs": pairs, "case_id": case_id,
             "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
             "source": case.get("source", "")}
@@ -429,7 +434,9 @@ def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int =
         "numTraining": len(entries),
         "training": [{"image": p["fixed"], "moving": p["moving"]} for e in entries for p in e["pairs"]],
         "eval_pairs": [p for e in entries for p in e["pairs"]],
-        "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)",
+        "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)"
+                               "; labels_XXXX_0000.nii.gz (simulated cases): 0 outside the fan, 1 tissue, 2 fluid gap,"
+                               " 3 bone, 4 resection cavity",
         "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source")} for e in entries],
     }
     if extra:

@@ -46,3 +46,30 @@ def test_rows_run_before_identity_get_their_worse_count(tmp_path):
     rows = {r["method"]: r for r in json.loads((tmp_path / "out" / "benchmark.json").read_text())}
     assert rows["identity"]["worse_than_identity"] == 0
     assert 0 <= rows["sitk-mi"]["worse_than_identity"] <= 2
+
+
+def test_field_errors_rim_drag_sign_and_size(tmp_path):
+    # a spherical cavity; the "method" matches rim tissue 1.5 mm too far towards the cavity centre
+    import nibabel as nib
+    from benchmarks import field_errors
+    shape, sp = (40, 40, 40), 0.8
+    idx = np.indices(shape).astype(np.float64)
+    centre = np.array([20.0, 20.0, 20.0])
+    radius_vox = np.sqrt(((idx - centre.reshape(3, 1, 1, 1)) ** 2).sum(0))
+    labels = np.where(radius_vox <= 6, 4, 1).astype(np.uint8)
+    truth = np.zeros(shape + (3,), np.float32)
+    truth[..., 0] = 1.0
+    inward = -(idx - centre.reshape(3, 1, 1, 1)) / np.maximum(radius_vox, 1e-6)
+    estimate = truth + (1.5 / sp) * np.moveaxis(inward, 0, -1).astype(np.float32)
+    affine = np.diag([sp, sp, sp, 1.0])
+    (tmp_path / "gt" / "groundtruthTr").mkdir(parents=True)
+    (tmp_path / "run").mkdir()
+    nib.save(nib.Nifti1Image(truth, affine), tmp_path / "gt" / "groundtruthTr" / "disp_0001_0000.nii.gz")
+    nib.save(nib.Nifti1Image(labels, affine), tmp_path / "gt" / "groundtruthTr" / "labels_0001_0000.nii.gz")
+    nib.save(nib.Nifti1Image(estimate, affine), tmp_path / "run" / "disp_0001_0000_0001_0001.nii.gz")
+    nib.save(nib.Nifti1Image(truth, affine), tmp_path / "run" / "disp_0001_0000_0001_0002.nii.gz")
+    (row,) = field_errors.run(str(tmp_path / "gt"), [str(tmp_path / "run")])
+    assert row["pairs"] == 2
+    # mean of the two pairs: one off by 1.5 mm towards the cavity everywhere, one exact
+    assert abs(row["rim_drag_mm"] - 0.75) < 0.05 and abs(row["rim_mean_mm"] - 0.75) < 0.05
+    assert abs(row["tissue_mean_mm"] - 0.75) < 0.05

@@ -22,8 +22,10 @@ def test_tissue_brighter_than_fluid(case):
     us, lab = case["fixed"], case["us_labels"]
     tissue = us[lab == 1]
     assert 20 < np.median(tissue) < 40                      # gain: tissue median ~30 like real iUS (29)
-    if (lab == 2).sum() > 50:
-        assert np.median(us[lab == 2]) < 0.5 * np.median(tissue)   # anechoic fluid
+    fluid = np.isin(lab, (2, 4))  # fluid gap and resection cavity
+    if fluid.sum() > 50:
+        assert np.median(us[fluid]) < 0.5 * np.median(tissue)   # anechoic fluid
+    assert (lab == 4).sum() > 50 and np.median(us[lab == 4]) < 0.5 * np.median(tissue)  # the cavity is seen
     assert np.percentile(tissue, 99) > 1.8 * np.median(tissue)      # bright specular reflectors exist
 
 
