@@ -58,22 +58,24 @@ def pair_errors(estimate, truth, spacing, regions) -> dict:
 
 
 def run(cases: str, runs: list[str], rim_mm: float = 5.0, far_mm: float = 10.0) -> list[dict]:
-    rows, cache = [], {}
-    for folder in runs:
-        per_pair = []
-        for path in sorted(glob.glob(os.path.join(folder, "disp_*.nii.gz"))):
-            case_id = os.path.basename(path).split("_")[1]
-            truth_path = os.path.join(cases, "groundtruthTr", f"disp_{case_id}_0000.nii.gz")
-            labels_path = os.path.join(cases, "groundtruthTr", f"labels_{case_id}_0000.nii.gz")
-            if not (os.path.isfile(truth_path) and os.path.isfile(labels_path)):
-                continue
-            if case_id not in cache:
-                truth, spacing = _load(truth_path)
-                labels, _ = _load(labels_path)
-                cache = {case_id: (truth.astype(np.float64), spacing, case_regions(labels, spacing, rim_mm, far_mm))}
-            truth, spacing, regions = cache[case_id]
-            if regions is not None:
-                per_pair.append(pair_errors(_load(path)[0], truth, spacing, regions))
+    """One row per run folder: the errors of its pairs averaged. Regions are built once per case."""
+    per_run = {folder: [] for folder in runs}
+    truth_dir = os.path.join(cases, "groundtruthTr")
+    for truth_path in sorted(glob.glob(os.path.join(truth_dir, "disp_*_0000.nii.gz"))):
+        case_id = os.path.basename(truth_path).split("_")[1]
+        labels_path = os.path.join(truth_dir, f"labels_{case_id}_0000.nii.gz")
+        written = {f: sorted(glob.glob(os.path.join(f, f"disp_{case_id}_0000_{case_id}_*.nii.gz"))) for f in runs}
+        if not os.path.isfile(labels_path) or not any(written.values()):
+            continue
+        truth, spacing = _load(truth_path)
+        regions = case_regions(_load(labels_path)[0], spacing, rim_mm, far_mm)
+        if regions is None:  # no cavity in this fan
+            continue
+        truth = truth.astype(np.float64)
+        for folder, paths in written.items():
+            per_run[folder] += [pair_errors(_load(path)[0], truth, spacing, regions) for path in paths]
+    rows = []
+    for folder, per_pair in per_run.items():
         if per_pair:
             row = {"method": os.path.basename(os.path.normpath(folder)), "pairs": len(per_pair)}
             row.update({k: float(np.mean([p[k] for p in per_pair])) for k in per_pair[0] if k != "rim_voxels"})

@@ -32,8 +32,12 @@ def main(argv=None) -> None:
     parser.add_argument("--shape", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--dir", default=None)
+    parser.add_argument("--only", default="", help="run only the writers whose name contains this text")
     args = parser.parse_args(argv)
     field = smooth_field(args.shape)
+    # the model returns its field as a view of a (3, k, j, i) block (model.pipeline): same values, the
+    # writers' own order, so they copy planes instead of transposing
+    planar = np.ascontiguousarray(field.transpose(3, 2, 1, 0)).transpose(3, 2, 1, 0)
     grid = cv.Grid((args.shape,) * 3, (0.5, 0.5, 0.5), (0.0, 0.0, 0.0), tuple(np.eye(3).ravel()))
     affine = grid.nifti_affine()
     writers = {
@@ -43,7 +47,11 @@ def main(argv=None) -> None:
         "own NIfTI bytes, gzip level 0 (chosen)": lambda p: write_voxel_field_nifti(p, field, affine, level=0),
         "GC DSPF .mha, uncompressed (chosen)": lambda p: write_sitk_image(p, cv.voxel_to_physical_field(field, grid)),
         "GC DSPF .mha, compressed": lambda p: write_sitk_image(p, cv.voxel_to_physical_field(field, grid), True),
+        "own NIfTI bytes, gzip level 0 (chosen), model's layout": lambda p: write_voxel_field_nifti(p, planar, affine),
+        "GC DSPF .mha, uncompressed (chosen), model's layout":
+            lambda p: write_sitk_image(p, cv.voxel_to_physical_field(planar, grid)),
     }
+    writers = {name: write for name, write in writers.items() if args.only in name}
     with tempfile.TemporaryDirectory(dir=args.dir) as tmp:
         print(f"field {field.shape} float32 = {field.nbytes / 1e6:.0f} MB")
         print("| writer | write s (best of %d) | file MB | nibabel read s | read back equal (nibabel / SimpleITK) |"
