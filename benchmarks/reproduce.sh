@@ -3,9 +3,10 @@
 #   benchmarks/reproduce.sh [WORK_DIR]      (default /tmp/remind2reg-bench; needs ../shared/data)
 # Sets (each a table):
 #   hybrid5  REAL RESECT case 24 iUS, its T1/FLAIR deformed by known fields (5 mm mean): every method
-#   sim256   SIMULATED post-resection cases at the challenge size (256^3, 0.5 mm): identity, model,
-#            and ceT1+T2 fused (the default registers each image's own sequence only).
+#   sim256   SIMULATED post-resection cases at the challenge size (256^3, 0.5 mm) with their exact fields:
+#            identity, the model and its ablations, then the field errors around the cavity (field_errors).
 #            The MI peer runs on hybrid5 only: at 256^3 it took about 10 min per pair on the 2-core VM.
+# About 1 h on the 2-core VM (2026-11-29).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,10 +14,11 @@ WORK=${1:-/tmp/remind2reg-bench}
 mkdir -p "$WORK"
 data() { [ -f "$WORK/$1/ReMIND2Reg_dataset.json" ] || $PY -m simulation --out "$WORK/$1" "${@:2}"; }
 data hybrid5 --n 6 --seed 0 --hybrid --magnitude 5
-data sim256 --n 4 --seed 3000 --anatomy mixed --shape 256 --no-field
+data sim256 --n 4 --seed 3000 --anatomy mixed --shape 256
 $PY -m benchmarks.run_benchmark --cases "$WORK/hybrid5" --out "$WORK/out_hybrid5" \
     --title "Hybrid real iUS (RESECT 24 + known 5 mm deformations), 6 cases x 2 MR"
 $PY -m benchmarks.run_benchmark --cases "$WORK/sim256" --out "$WORK/out_sim256" \
-    --methods identity,model,abl-fused-sequences \
+    --methods identity,model,abl-global-only,abl-no-adam,abl-no-global,abl-fused-sequences,abl-no-inpaint,abl-no-cavity-weight \
     --title "Simulated post-resection, 256^3 at 0.5 mm, 4 cases x 2 MR"
 cat "$WORK"/out_*/benchmark.md
+$PY -m benchmarks.field_errors --cases "$WORK/sim256" "$WORK"/out_sim256/{identity,model,abl-*/}
