@@ -45,7 +45,7 @@ def adam_refine(ff, mfs, w, spacing, A, u0, rcfg):
                + (uv[:, :, :, 1:] - uv[:, :, :, :-1]).pow(2).sum()) / (3 * wsum)
         loss = data + rcfg["diffusion_weight"] * reg
         loss.backward()
-        if it == 0 and rcfg.get("adam_eps_rel", 0) > 0:
+        if it == 0 and rcfg["adam_eps_rel"] > 0:
             # Adam steps ~lr * sign(g) wherever |g| >> eps, so with a tiny absolute eps a voxel whose gradient
             # is rounding noise takes full steps in a random direction. An eps relative to the typical
             # in-fan gradient turns such voxels into small SGD steps (and is free of the loss scale).
