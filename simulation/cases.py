@@ -382,8 +382,8 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
     os.makedirs(lm_dir, exist_ok=True)
     aff = np.asarray(case["affine"], np.float64)
 
-    def save(arr, path):
-        img = nib.Nifti1Image(np.asarray(arr, np.float32), aff)
+    def save(arr, path, dtype=np.float32):
+        img = nib.Nifti1Image(np.asarray(arr, dtype), aff)
         img.set_qform(aff, code=1)
         img.set_sform(aff, code=1)
         nib.save(img, path)
@@ -408,10 +408,7 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
         # canonical voxel field (i, j, k, 3), fixed voxel x -> moving x + u(x); valid for both MR sequences
         save(case["true_displacement"], os.path.join(fdir, f"disp_{case_id}_0000.nii.gz"))
         if case.get("us_labels") is not None:  # what the fan shows (ultrasound.US_LABELS), for field_errors
-            labels = nib.Nifti1Image(np.asarray(case["us_labels"], np.uint8), aff)
-            labels.set_qform(aff, code=1)
-            labels.set_sform(aff, code=1)
-            nib.save(labels, os.path.join(fdir, f"labels_{case_id}_0000.nii.gz"))
+            save(case["us_labels"], os.path.join(fdir, f"labels_{case_id}_0000.nii.gz"), np.uint8)
     return {"pairs": pairs, "case_id": case_id,
             "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
             "source": case.get("source", "")}
