@@ -47,6 +47,8 @@ def field_differences(bench: str, dataset: str) -> list[dict]:
     """Per pair and compared run: max / mean / 99th percentile of |u_model - u_other| in mm inside the fan."""
     import nibabel as nib
 
+    from evaluation.fields import load_field
+
     rows = []
     for path in sorted(glob.glob(os.path.join(bench, "model", "disp_*.nii.gz"))):
         name = os.path.basename(path)
@@ -54,12 +56,12 @@ def field_differences(bench: str, dataset: str) -> list[dict]:
         fixed = nib.load(os.path.join(dataset, "imagesTr", f"ReMIND2Reg_{case_id}_0000.nii.gz"))
         spacing = np.asarray(fixed.header.get_zooms()[:3], np.float64)
         fan = np.asarray(fixed.dataobj) > 0
-        ref = np.asarray(nib.load(path).dataobj, np.float64)
+        ref = load_field(path, fan.shape, name).field.astype(np.float64)
         for other, meaning in COMPARED:
             other_path = os.path.join(bench, other, name)
             if not os.path.isfile(other_path):
                 continue
-            diff = np.asarray(nib.load(other_path).dataobj, np.float64) - ref
+            diff = load_field(other_path, fan.shape, f"{other} {name}").field - ref
             mm = np.linalg.norm(diff * spacing, axis=-1)[fan]
             rows.append({"pair": name, "vs": other, "meaning": meaning, "bit_equal": bool(not diff.any()),
                          "max_mm": float(mm.max()), "mean_mm": float(mm.mean()),

@@ -22,10 +22,12 @@ import sys
 import numpy as np
 from scipy import ndimage
 
-CAVITY, TISSUE = 4, 1
+from evaluation.fields import load_field
+from simulation.ultrasound import CAVITY, TISSUE
 
 
 def _load(path):
+    """Ground truth (field or labels) and its spacing: the written fields ignore the affine, these do not."""
     import nibabel as nib
 
     image = nib.load(path)
@@ -73,7 +75,8 @@ def run(cases: str, runs: list[str], rim_mm: float = 5.0, far_mm: float = 10.0) 
             continue
         truth = truth.astype(np.float64)
         for folder, paths in written.items():
-            per_run[folder] += [pair_errors(_load(path)[0], truth, spacing, regions) for path in paths]
+            per_run[folder] += [pair_errors(load_field(path, truth.shape[:3], case_id).field, truth, spacing, regions)
+                                for path in paths]
     rows = []
     for folder, per_pair in per_run.items():
         if per_pair:

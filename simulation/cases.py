@@ -432,8 +432,8 @@ def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int =
         "training": [{"image": p["fixed"], "moving": p["moving"]} for e in entries for p in e["pairs"]],
         "eval_pairs": [p for e in entries for p in e["pairs"]],
         "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)"
-                               "; labels_XXXX_0000.nii.gz (simulated cases): 0 outside the fan, 1 tissue, 2 fluid gap,"
-                               " 3 bone, 4 resection cavity",
+                               "; labels_XXXX_0000.nii.gz (simulated cases): "
+                               + ", ".join(f"{code} {name}" for code, name in ultrasound.US_LABELS.items()),
         "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source")} for e in entries],
     }
     if extra:

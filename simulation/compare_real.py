@@ -34,6 +34,7 @@ import numpy as np
 import nibabel as nib
 from scipy import ndimage
 
+from . import ultrasound
 from .hybrid import DATA_DIR
 
 
@@ -143,13 +144,14 @@ def real_structure(which=("t1",)) -> dict:
 def sim_structure(case, tissue_only=True) -> dict:
     """structure_stats of a SIMULATED case: iUS vs the ceT1 pulled back with the exact truth.
 
-    tissue_only: restrict to the brain tissue the fan shows (us_labels == 1: no resection cavity, no fluid gap,
-    no bone), the like-for-like comparison with the pre-resection RESECT case 24, whose fan is all tissue."""
+    tissue_only: restrict to the brain tissue the fan shows (us_labels == ultrasound.TISSUE: no resection
+    cavity, no fluid gap, no bone), the like-for-like comparison with the pre-resection RESECT case 24, whose
+    fan is all tissue."""
     from .fields import warp
     mr = warp(case["moving"]["ceT1"], case["true_displacement"], order=1, mode="constant")
     mask = mr > 0
     if tissue_only and "us_labels" in case:
-        mask &= case["us_labels"] == 1
+        mask &= case["us_labels"] == ultrasound.TISSUE
     return structure_stats(case["fixed"], mr, case["spacing"], mr_mask=mask)
 
 

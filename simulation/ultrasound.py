@@ -92,7 +92,10 @@ def _beam_grad(vol, dr, dlat):
     return g0, g1, g2
 
 
-US_LABELS = {0: "outside the fan", 1: "brain tissue", 2: "fluid gap", 3: "bone", 4: "resection cavity"}
+# us_labels codes: what the fan shows on the fixed grid
+OUTSIDE, TISSUE, FLUID_GAP, BONE, CAVITY = 0, 1, 2, 3, 4
+US_LABELS = {OUTSIDE: "outside the fan", TISSUE: "brain tissue", FLUID_GAP: "fluid gap (saline, CSF)", BONE: "bone",
+             CAVITY: "resection cavity"}
 
 
 def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=None):
@@ -213,7 +216,7 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     env_c = env2 ** (P["gamma"] / 2)
     med = np.median(env_c[tissue][:: max(1, tissue.sum() // 200000)]) if tissue.any() else 1.0
     img = np.clip(env_c * (P["target_median"] / (med + 1e-12)), 0, P["out_max"]).astype(np.float32)
-    labels = np.where(bone, 3, np.where(cav > 0.5, 4, np.where(fluid, 2, 1))).astype(np.uint8)
+    labels = np.where(bone, BONE, np.where(cav > 0.5, CAVITY, np.where(fluid, FLUID_GAP, TISSUE))).astype(np.uint8)
 
     # scan conversion onto the fixed grid, exactly 0 outside the fan
     ax = [np.arange(n, dtype=np.float32) for n in shape]
@@ -234,9 +237,8 @@ def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=Non
     del z, x1, x2, rad, al, el
     out = np.zeros(shape, np.float32)
     out[idx] = np.maximum(ndimage.map_coordinates(img, bc, order=1, mode="nearest"), P["floor"])
-    # what the fan shows, on the fixed grid (US_LABELS): 0 outside the fan, 1 brain tissue, 2 fluid gap (saline,
-    # CSF), 3 bone, 4 resection cavity
-    lab = np.zeros(shape, np.uint8)
+    # what the fan shows, on the fixed grid (US_LABELS; OUTSIDE outside the fan)
+    lab = np.full(shape, OUTSIDE, np.uint8)
     lab[idx] = ndimage.map_coordinates(labels, bc, order=0, mode="nearest")
     info = dict(fan_fraction=float(mask.mean()), beam_grid=(n_r, n_a, n_e), us_params=P, us_labels=lab)
     return out, mask, info

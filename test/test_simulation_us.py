@@ -4,6 +4,7 @@ import pytest
 
 from simulation.cases import make_simulated_case
 from simulation.compare_real import structure_stats, sim_structure
+from simulation.ultrasound import CAVITY, FLUID_GAP, TISSUE
 
 
 @pytest.fixture(scope="module")
@@ -20,12 +21,12 @@ def test_labels_and_fan(case):
 
 def test_tissue_brighter_than_fluid(case):
     us, lab = case["fixed"], case["us_labels"]
-    tissue = us[lab == 1]
+    tissue = us[lab == TISSUE]
     assert 20 < np.median(tissue) < 40                      # gain: tissue median ~30 like real iUS (29)
-    fluid = np.isin(lab, (2, 4))  # fluid gap and resection cavity
+    fluid = np.isin(lab, (FLUID_GAP, CAVITY))
     if fluid.sum() > 50:
         assert np.median(us[fluid]) < 0.5 * np.median(tissue)   # anechoic fluid
-    assert (lab == 4).sum() > 50 and np.median(us[lab == 4]) < 0.5 * np.median(tissue)  # the cavity is seen
+    assert (lab == CAVITY).sum() > 50 and np.median(us[lab == CAVITY]) < 0.5 * np.median(tissue)  # the cavity is seen
     assert np.percentile(tissue, 99) > 1.8 * np.median(tissue)      # bright specular reflectors exist
 
 
