@@ -5,6 +5,8 @@ No arguments: read /input, write /output (the containers' ENTRYPOINT). If <input
 Grand Challenge layout is used (image sockets in, one DSPF .mha out), else the organisers' flat folder of
 ReMIND2Reg_XXXX_000M files (disp_XXXX_0000_XXXX_000M.nii.gz out). Which MR sequences are registered:
 $REMIND2REG_SEQUENCES = ceT1 | T2 | all (default all), baked into each image at build time.
+$REMIND2REG_OVERLAP_IO = auto | 1 | 0: read the next case and write fields on background threads while the model
+works (auto, the default: when the model runs on CUDA).
 See README.md and docs/CONVENTIONS.md.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ from interfaces import conventions as cv
 from interfaces import grand_challenge as gc
 from interfaces import logs
 from interfaces import organisers as org
+from interfaces.background_io import OVERLAP_ENV, BackgroundIO, overlap_mode
 from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_images,
                                write_json_atomic, write_sitk_image, write_voxel_field_nifti)
 from interfaces.logs import log
@@ -142,64 +145,119 @@ def _write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, field) 
 
 
 # ---------------------------------------------------------------- organisers' flat folder
-def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timings=True):
+def _decide_overlap(io: BackgroundIO, lazy: _Lazy, mode: str) -> None:
+    """Overlap I/O with the model when asked to, or (auto) when the model runs on CUDA; loads the model for
+    auto, which callers do only once a case's iUS was read (bad-input-only runs never load it)."""
+    if io.decided:
+        return
+    on_cuda = False
+    if mode == "auto":
+        try:
+            on_cuda = str(getattr(lazy.get(), "device_name", "")).startswith("cuda")
+        except Exception:  # noqa: BLE001 - the pair's register call reports a model that cannot load
+            on_cuda = False
+    io.start(mode == "on" or on_cuda)
+    if io.overlapping:
+        log.info("I/O overlaps the registration: next case read ahead, fields written behind")
+
+
+def _read_case_timed(paths: dict[int, str]) -> tuple[dict, float]:
+    timer = logs.Timer()
+    return _read_case(paths, timer), timer.seconds["read"]
+
+
+def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
+    """Write one pair's field (atomic), log it, draw its QC; (pair label, timings key, stage seconds) or
+    (label, None, None) when the write failed. Runs on the write-behind thread when I/O overlaps."""
+    label, timer, result, fixed = job["label"], job["timer"], job["result"], job["fixed"]
+    try:
+        with timer("write"):
+            write_voxel_field_nifti(job["path"], result.displacement, nifti_affine_for(fixed))
+    except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
+        log.error("FAILED %s: cannot write %s: %s: %s", label, os.path.basename(job["path"]), type(exc).__name__,
+                  _short(exc))
+        return label, None, None
+    seconds = _log_written(label, os.path.basename(job["path"]), result, timer)
+    _write_qc(job["qc_dir"], job["qc_name"], fixed, job["moving"], result.displacement)
+    return label, job["key"], {"seconds": round(seconds["total"], 3),
+                               **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
+
+
+def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timings=True, overlap="auto"):
     t_run = time.perf_counter()
     cases, ignored = org.find_cases(input_dir)
     if ignored:
         log.info("ignored %d file(s) that are not ReMIND2Reg images: %s", len(ignored), ", ".join(ignored[:10]))
     log.info("organisers' layout: %d case(s) in %s; sequences %s", len(cases), input_dir,
              "+".join(cv.MODALITIES[m] for m in wanted))
-    ok, failed, timings = 0, [], {}
-    for case_id, case in sorted(cases.items()):
-        label = f"case {case_id}"
-        for problem in case.problems:
-            if "two" not in problem:
-                log.warning("%s: %s", label, problem)
-        pairs, error = org.case_pairs(case, wanted)
-        if error:
-            log.error("FAILED %s: %s", label, error)
-            failed.append(label)
-            continue
-        found = ", ".join(f"{cv.MODALITIES[m]} {os.path.basename(p)}" for m, p in sorted(case.files.items()))
-        if not pairs:
-            log.warning("%s: found %s; no %s image, nothing to do for this container", label, found,
-                        "/".join(cv.MODALITIES[m] for m in wanted))
-            continue
-        log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
-        case_timer = logs.Timer()
-        images = _read_case(case.files, case_timer)
-        fixed = images[cv.FIXED_INDEX]
-        if isinstance(fixed, InputError):
-            log.error("FAILED %s: %s", label, fixed)
-            failed.extend(f"{label} {cv.MODALITIES[m]}" for m in pairs)
-            continue
-        log.info("%s: iUS %s", label, _describe(fixed))
-        mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
-        affine = None
-        for moving in pairs:
-            pair_label = f"{label} {cv.MODALITIES[moving]}"
-            timer = logs.Timer()
-            timer.seconds["read"] = case_timer.seconds["read"] / len(pairs)  # the case's reads, shared by its pairs
-            out_path = os.path.join(output_dir, org.output_name(case_id, moving))
+    jobs = [(case_id, case, *org.case_pairs(case, wanted)) for case_id, case in sorted(cases.items())]
+    to_read = [case_id for case_id, _, pairs, error in jobs if pairs and not error]
+    failed, writes, reads = [], [], {}
+    io = BackgroundIO()
+    try:
+        for case_id, case, pairs, error in jobs:
+            label = f"case {case_id}"
+            for problem in case.problems:
+                if "two" not in problem:
+                    log.warning("%s: %s", label, problem)
+            if error:
+                log.error("FAILED %s: %s", label, error)
+                failed.append(label)
+                continue
+            found = ", ".join(f"{cv.MODALITIES[m]} {os.path.basename(p)}" for m, p in sorted(case.files.items()))
+            if not pairs:
+                log.warning("%s: found %s; no %s image, nothing to do for this container", label, found,
+                            "/".join(cv.MODALITIES[m] for m in wanted))
+                continue
+            log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
+            pair_labels = [f"{label} {cv.MODALITIES[m]}" for m in pairs]
             try:
-                movings = _for_target(mr_arrays, moving, pair_label)
-                result = _register(lazy, fixed, movings, cv.MODALITIES[moving], timer)
-                with timer("write"):
-                    affine = nifti_affine_for(fixed) if affine is None else affine
-                    write_voxel_field_nifti(out_path, result.displacement, affine)
-            except InputError as exc:
-                log.error("FAILED %s: %s", pair_label, exc)
-                failed.append(pair_label)
+                images, read_seconds = (reads.pop(case_id, None) or io.read(_read_case_timed, case.files)).result()
+            except Exception as exc:  # noqa: BLE001 - e.g. out of memory while reading: this case only
+                log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
+                failed.extend(pair_labels)
                 continue
-            except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
-                log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
-                failed.append(pair_label)
+            fixed = images[cv.FIXED_INDEX]
+            if isinstance(fixed, InputError):
+                log.error("FAILED %s: %s", label, fixed)
+                failed.extend(pair_labels)
                 continue
-            seconds = _log_written(pair_label, os.path.basename(out_path), result, timer)
-            timings[cv.pair_key(case_id, moving)] = {"seconds": round(seconds["total"], 3),
-                                                     **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
-            _write_qc(qc_dir, f"{case_id}_{moving:04d}.png", fixed, movings[cv.MODALITIES[moving]],
-                      result.displacement)
+            log.info("%s: iUS %s", label, _describe(fixed))
+            _decide_overlap(io, lazy, overlap)
+            following = to_read[to_read.index(case_id) + 1:]
+            if following:  # read ahead while this case registers
+                reads[following[0]] = io.read(_read_case_timed, cases[following[0]].files)
+            case_timer = logs.Timer()
+            case_timer.seconds["read"] = read_seconds
+            mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
+            for moving, pair_label in zip(pairs, pair_labels):
+                timer = logs.Timer()
+                timer.seconds["read"] = case_timer.seconds["read"] / len(pairs)  # the case's reads, shared
+                try:
+                    movings = _for_target(mr_arrays, moving, pair_label)
+                    result = _register(lazy, fixed, movings, cv.MODALITIES[moving], timer)
+                except InputError as exc:
+                    log.error("FAILED %s: %s", pair_label, exc)
+                    failed.append(pair_label)
+                    continue
+                except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
+                    log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
+                    failed.append(pair_label)
+                    continue
+                writes.append(io.write(_write_pair, {
+                    "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
+                    "path": os.path.join(output_dir, org.output_name(case_id, moving)),
+                    "key": cv.pair_key(case_id, moving), "qc_dir": qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
+                    "moving": movings[cv.MODALITIES[moving]]}))
+    finally:
+        io.close()
+    ok, timings = 0, {}
+    for future in writes:
+        pair_label, key, seconds = future.result()
+        if key is None:
+            failed.append(pair_label)
+        else:
+            timings[key] = seconds
             ok += 1
     if write_timings and timings:
         write_json_atomic({"pairs": timings}, os.path.join(output_dir, org.TIMINGS_NAME))
@@ -254,6 +312,7 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     logs.setup()
     try:
         wanted = org.wanted_modalities(sequences if sequences is not None else os.environ.get(org.SEQUENCES_ENV))
+        overlap = overlap_mode(os.environ.get(OVERLAP_ENV))
     except ValueError as exc:
         log.error("FAILED: %s", exc)
         return 2
@@ -271,7 +330,7 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     if gc.is_grand_challenge_layout(input_dir):
         ok, failed, seconds = run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir)
     else:
-        ok, failed, seconds = run_organisers(input_dir, output_dir, lazy, wanted, qc_dir, write_timings)
+        ok, failed, seconds = run_organisers(input_dir, output_dir, lazy, wanted, qc_dir, write_timings, overlap)
     log.info("summary: %d ok, %d failed, total %.1fs, %s%s", ok, len(failed), seconds, logs.memory_summary(),
              f" (failed: {', '.join(failed)})" if failed else "")
     return 1 if failed else 0

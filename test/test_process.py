@@ -250,7 +250,9 @@ def test_grand_challenge_sequence_choice_and_errors(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------- bad input
-def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys):
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys, monkeypatch, overlap):
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", overlap)  # bad cases read ahead fail just the same
     folder = tmp_path / "in"
     make_case(folder, "0001", shift=(1, 0, 0))                     # good
     make_case(folder, "0002", modalities=(1,))                     # missing iUS
@@ -289,7 +291,9 @@ def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys):
     assert "summary: 2 ok, 7 failed" in text
 
 
-def test_a_failing_registration_leaves_no_file_and_others_go_on(tmp_path):
+@pytest.mark.parametrize("overlap", ["0", "1"])
+def test_a_failing_registration_leaves_no_file_and_others_go_on(tmp_path, monkeypatch, overlap):
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", overlap)
     make_case(tmp_path / "in", "0001", shift=(1, 0, 0), modalities=(1,))
     make_case(tmp_path / "in", "0002", shift=(0, 1, 0), modalities=(1,))
 
@@ -399,3 +403,90 @@ def test_read_images_reads_a_case_at_once_and_names_each_failure(tmp_path):
     np.testing.assert_array_equal(got[0].array, nib.load(paths[0]).get_fdata().astype(np.float32))
     np.testing.assert_allclose(got[1].array, moving)
     assert isinstance(got[2], InputError) and cv.image_name("0001", 2) in str(got[2]) and "role 2" in str(got[2])
+
+
+# ---------------------------------------------------------------- I/O overlapping the registration
+def test_overlapped_io_writes_the_same_bytes_logs_and_timings(tmp_path, monkeypatch, capsys):
+    for case, shift in (("0001", (2, 0, 0)), ("0002", (0, -1, 0)), ("0003", (0, 0, 3))):
+        make_case(tmp_path / "in", case, shift=shift)
+    runs = {}
+    for overlap in ("0", "1"):
+        monkeypatch.setenv("REMIND2REG_OVERLAP_IO", overlap)
+        out = tmp_path / f"out{overlap}"
+        assert process.run(str(tmp_path / "in"), str(out), registration=FakeShift(), qc_dir=str(out / "qc")) == 0
+        runs[overlap] = capsys.readouterr().out
+        assert len(outputs(out)) == 6 and len(os.listdir(out / "qc")) == 6
+        timings = json.load(open(out / "timings.json"))["pairs"]
+        assert len(timings) == 6 and all(t["write"] > 0 and t["read"] > 0 for t in timings.values())
+    for name in outputs(tmp_path / "out0"):
+        assert (tmp_path / "out0" / name).read_bytes() == (tmp_path / "out1" / name).read_bytes()
+    assert "I/O overlaps the registration" in runs["1"] and "I/O overlaps" not in runs["0"]
+    for text in runs.values():
+        assert text.count(": wrote disp_") == 6 and "summary: 6 ok, 0 failed" in text
+
+
+def test_auto_overlap_follows_the_model_device(tmp_path, monkeypatch, capsys):
+    make_case(tmp_path / "in", "0001", shift=(1, 0, 0), modalities=(1,))
+    make_case(tmp_path / "in", "0002", shift=(0, 1, 0), modalities=(1,))
+    monkeypatch.delenv("REMIND2REG_OVERLAP_IO", raising=False)
+    for device, overlaps in (("cpu", False), ("cuda:0", True)):
+        fake = FakeShift()
+        fake.device_name = device
+        assert process.run(str(tmp_path / "in"), str(tmp_path / device.replace(":", "")), registration=fake) == 0
+        assert ("I/O overlaps the registration" in capsys.readouterr().out) is overlaps
+
+
+def test_a_failing_write_is_named_and_leaves_no_partial(tmp_path, monkeypatch, capsys):
+    make_case(tmp_path / "in", "0001", shift=(1, 0, 0))
+    make_case(tmp_path / "in", "0002", shift=(0, 1, 0), modalities=(1,))
+    blocker = tmp_path / "out" / "disp_0001_0000_0001_0001.nii.gz"  # a non-empty folder under the output's name
+    os.makedirs(blocker)
+    (blocker / "keep").write_text("x")
+    for overlap in ("0", "1"):
+        monkeypatch.setenv("REMIND2REG_OVERLAP_IO", overlap)
+        assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 1
+        text = capsys.readouterr().out
+        assert "FAILED case 0001 ceT1: cannot write disp_0001_0000_0001_0001.nii.gz" in text
+        assert "summary: 2 ok, 1 failed" in text
+        assert outputs(tmp_path / "out") == ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz",
+                                             "disp_0002_0000_0002_0001.nii.gz"]
+        assert partials(tmp_path) == [] and os.listdir(blocker) == ["keep"]
+
+
+def test_background_io_keeps_one_write_pending_and_reports_errors():
+    import threading
+
+    from interfaces.background_io import BackgroundIO, overlap_mode
+
+    assert [overlap_mode(v) for v in (None, "auto", "1", "0", " ON ")] == ["auto", "auto", "on", "off", "on"]
+    with pytest.raises(ValueError, match="REMIND2REG_OVERLAP_IO"):
+        overlap_mode("yes")
+    io = BackgroundIO()
+    assert io.read(lambda: threading.current_thread().name).result() == threading.current_thread().name  # in line
+    io.start(True)
+    release, running = threading.Event(), []
+
+    def slow_write(tag):
+        running.append(tag)
+        release.wait(5)
+        return tag
+
+    first = io.write(slow_write, "a")
+    waiter = threading.Thread(target=lambda: io.write(slow_write, "b"))
+    waiter.start()
+    waiter.join(0.3)
+    assert waiter.is_alive() and running == ["a"]  # "b" waits until "a" is written
+    release.set()
+    waiter.join(5)
+    assert first.result() == "a" and "read-ahead" in io.read(lambda: threading.current_thread().name).result()
+    failing = io.read(lambda: 1 / 0)
+    io.close()
+    with pytest.raises(ZeroDivisionError):
+        failing.result()
+
+
+def test_unknown_overlap_setting_is_a_setup_error(tmp_path, monkeypatch, capsys):
+    make_case(tmp_path / "in", "0001", modalities=(1,))
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "sometimes")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 2
+    assert "REMIND2REG_OVERLAP_IO='sometimes'" in capsys.readouterr().out
