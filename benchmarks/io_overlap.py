@@ -21,6 +21,8 @@ import time
 
 import numpy as np
 
+from interfaces.background_io import OVERLAP_ENV
+
 
 class SleepingRegistration:
     """Stands in for a GPU model: the CPU is idle for `seconds` per pair; returns a constant 0.5-voxel field."""
@@ -46,11 +48,18 @@ class SleepingRegistration:
 def run_mode(input_dir: str, out_dir: str, overlap: str, seconds: float) -> dict:
     import process
 
-    os.environ["REMIND2REG_OVERLAP_IO"] = overlap
+    before = os.environ.get(OVERLAP_ENV)
+    os.environ[OVERLAP_ENV] = overlap
     shutil.rmtree(out_dir, ignore_errors=True)
-    t0 = time.perf_counter()
-    code = process.run(input_dir, out_dir, registration=SleepingRegistration(seconds))
-    wall = time.perf_counter() - t0
+    try:
+        t0 = time.perf_counter()
+        code = process.run(input_dir, out_dir, registration=SleepingRegistration(seconds))
+        wall = time.perf_counter() - t0
+    finally:
+        if before is None:
+            del os.environ[OVERLAP_ENV]
+        else:
+            os.environ[OVERLAP_ENV] = before
     pairs = json.load(open(os.path.join(out_dir, "timings.json")))["pairs"]
     stages = {k: float(np.mean([p[k] for p in pairs.values()])) for k in ("read", "register", "write")}
     return {"overlap": overlap, "exit": code, "pairs": len(pairs), "wall": wall, "per_pair": wall / len(pairs),

@@ -73,3 +73,19 @@ def test_field_errors_rim_drag_sign_and_size(tmp_path):
     # mean of the two pairs: one off by 1.5 mm towards the cavity everywhere, one exact
     assert abs(row["rim_drag_mm"] - 0.75) < 0.05 and abs(row["rim_mean_mm"] - 0.75) < 0.05
     assert abs(row["tissue_mean_mm"] - 0.75) < 0.05
+
+
+def test_io_overlap_benchmark_runs_both_modes_with_identical_files(tmp_path, capsys, monkeypatch):
+    import os
+
+    from benchmarks import io_overlap
+
+    monkeypatch.delenv("REMIND2REG_OVERLAP_IO", raising=False)
+
+    write_dataset([make_simulated_case(5, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    assert io_overlap.main(["--input", str(tmp_path / "data" / "imagesTr"), "--register-seconds", "0.05",
+                            "--work", str(tmp_path / "work")]) == 0
+    text = capsys.readouterr().out
+    assert "| off | 2 | 0 |" in text and "| on | 2 | 0 |" in text
+    assert "fields byte-identical in both modes: True (2 files)" in text
+    assert "REMIND2REG_OVERLAP_IO" not in os.environ  # the setting is put back
