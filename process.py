@@ -331,8 +331,9 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
         ok, failed, seconds = run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir)
     else:
         ok, failed, seconds = run_organisers(input_dir, output_dir, lazy, wanted, qc_dir, write_timings, overlap)
-    log.info("summary: %d ok, %d failed, total %.1fs, %s%s", ok, len(failed), seconds, logs.memory_summary(),
-             f" (failed: {', '.join(failed)})" if failed else "")
+    per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
+    log.info("summary: %d ok, %d failed, total %.1fs%s, %s%s", ok, len(failed), seconds, per_pair,
+             logs.memory_summary(), f" (failed: {', '.join(failed)})" if failed else "")
     return 1 if failed else 0
 
 

@@ -7,7 +7,7 @@ runs on a CPU-only machine, where "model" is simply the CPU again):
    model-fp16, each through process.py exactly as the organisers run a container, scored by evaluation/;
 3. field agreement inside the iUS fan, in mm: model vs model-repeat (determinism: must be bit-equal),
    vs model-cpu (CPU/GPU agreement: the issue asks for <= 0.1 mm), vs model-fp16 (what fp16 would change);
-4. peak CUDA memory per pair, from the container log.
+4. peak CUDA memory per pair, and each run's wall seconds per pair without the model load, from the logs.
 
     python -m benchmarks.device_check --work /tmp/device_check --out OUT [--size 256]
 Prints the tables last and writes OUT/device_check.md and OUT/device_check.json.
@@ -85,13 +85,38 @@ def log_lines(bench: str) -> list[dict]:
     return rows
 
 
-def report(bench_md: str, diffs: list[dict], logs: list[dict]) -> str:
+def log_runs(bench: str) -> list[dict]:
+    """Per method: pairs written, model load and whole-run seconds, and the wall seconds per pair without the
+    model load (what overlapped I/O buys: less than the stages' sum when reads and writes hide behind CUDA)."""
+    loaded = re.compile(r"model loaded in ([\d.]+)s")
+    summary = re.compile(r"summary: (\d+) ok, (\d+) failed, total ([\d.]+)s")
+    rows = []
+    for method in METHODS[1:]:
+        path = os.path.join(bench, f"{method}.log")
+        if not os.path.isfile(path):
+            continue
+        text = open(path).read()
+        load, done = loaded.search(text), summary.search(text)
+        if not done or not int(done.group(1)):
+            continue
+        load_s, total_s, pairs = float(load.group(1)) if load else 0.0, float(done.group(3)), int(done.group(1))
+        rows.append({"method": method, "pairs": pairs, "failed": int(done.group(2)), "load_s": load_s,
+                     "total_s": total_s, "wall_per_pair_s": (total_s - load_s) / pairs,
+                     "overlap": "I/O overlaps the registration" in text})
+    return rows
+
+
+def report(bench_md: str, diffs: list[dict], logs: list[dict], runs: list[dict]) -> str:
     lines = [bench_md.strip(), "", "| pair | compared with | meaning | bit-equal | max mm | mean mm | p99 mm |",
              "|---|---|---|---|---|---|---|"]
     lines += [f"| {d['pair']} | {d['vs']} | {d['meaning']} | {d['bit_equal']} | {d['max_mm']:.4f} | "
               f"{d['mean_mm']:.5f} | {d['p99_mm']:.4f} |" for d in diffs]
     lines += ["", "| method | pair | device | register s | memory |", "|---|---|---|---|---|"]
     lines += [f"| {r['method']} | {r['pair']} | {r['device']} | {r['register_s']:.2f} | {r['memory']} |" for r in logs]
+    lines += ["", "| method | pairs | failed | I/O overlapped | model load s | run s | wall s per pair without the load |",
+              "|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['method']} | {r['pairs']} | {r['failed']} | {r['overlap']} | {r['load_s']:.2f} | {r['total_s']:.2f} | "
+              f"{r['wall_per_pair_s']:.2f} |" for r in runs]
     return "\n".join(lines) + "\n"
 
 
@@ -113,14 +138,14 @@ def main(argv=None) -> int:
     print(f"dataset written in {time.perf_counter() - t0:.1f} s", file=sys.stderr, flush=True)
     run_benchmark.main(["--cases", dataset, "--out", bench, "--methods", args.methods,
                         "--title", f"device check: RESECT-24 hybrid in {args.size}^3, started {started}"])
-    diffs, logs = field_differences(bench, dataset), log_lines(bench)
+    diffs, logs, runs = field_differences(bench, dataset), log_lines(bench), log_runs(bench)
     with open(os.path.join(bench, "benchmark.md")) as handle:
-        text = report(handle.read(), diffs, logs)
+        text = report(handle.read(), diffs, logs, runs)
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "device_check.md"), "w") as handle:
         handle.write(text)
     with open(os.path.join(args.out, "device_check.json"), "w") as handle:
-        json.dump({"started": started, "size": args.size, "differences": diffs, "pairs": logs}, handle, indent=1)
+        json.dump({"started": started, "size": args.size, "differences": diffs, "pairs": logs, "runs": runs}, handle, indent=1)
     for method in args.methods.split(","):  # the model runs' logs (the device tool returns at most 8 files)
         if method != "identity" and os.path.isfile(os.path.join(bench, f"{method}.log")):
             shutil.copy(os.path.join(bench, f"{method}.log"), os.path.join(args.out, f"{method}.log"))

@@ -89,3 +89,22 @@ def test_io_overlap_benchmark_runs_both_modes_with_identical_files(tmp_path, cap
     assert "| off | 2 | 0 |" in text and "| on | 2 | 0 |" in text
     assert "fields byte-identical in both modes: True (2 files)" in text
     assert "REMIND2REG_OVERLAP_IO" not in os.environ  # the setting is put back
+
+
+def test_device_check_parses_process_logs(tmp_path, capsys, monkeypatch):
+    """device_check reads its figures from process.py's own log lines: keep the two formats in step."""
+    import process
+    from benchmarks import device_check
+    from benchmarks.io_overlap import SleepingRegistration
+
+    write_dataset([make_simulated_case(6, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "1")
+    capsys.readouterr()
+    assert process.run(str(tmp_path / "data" / "imagesTr"), str(tmp_path / "bench" / "model"),
+                       registration=SleepingRegistration(0.1)) == 0
+    (tmp_path / "bench" / "model.log").write_text(capsys.readouterr().out)
+    pairs, runs = device_check.log_lines(str(tmp_path / "bench")), device_check.log_runs(str(tmp_path / "bench"))
+    assert [p["device"] for p in pairs] == ["stand-in (sleep)"] * 2 and all(p["register_s"] > 0 for p in pairs)
+    assert len(runs) == 1 and runs[0]["pairs"] == 2 and runs[0]["failed"] == 0 and runs[0]["overlap"]
+    assert 0 < runs[0]["wall_per_pair_s"] <= runs[0]["total_s"]
+    assert "| model | 2 | 0 | True |" in device_check.report("", [], pairs, runs)
