@@ -22,7 +22,7 @@ from interfaces import grand_challenge as gc
 from interfaces import logs
 from interfaces import organisers as org
 from interfaces.background_io import OVERLAP_ENV, BackgroundIO, overlap_mode
-from interfaces.images import (InputError, LoadedImage, nifti_affine_for, onto_grid, read_images,
+from interfaces.images import (InputError, LoadedImage, gzip_level, nifti_affine_for, onto_grid, read_images,
                                write_json_atomic, write_sitk_image, write_voxel_field_nifti)
 from interfaces.logs import log
 
@@ -313,6 +313,7 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     try:
         wanted = org.wanted_modalities(sequences if sequences is not None else os.environ.get(org.SEQUENCES_ENV))
         overlap = overlap_mode(os.environ.get(OVERLAP_ENV))
+        gzip_level()  # a bad $REMIND2REG_GZIP_LEVEL is a setup error, not a failure of every pair
     except ValueError as exc:
         log.error("FAILED: %s", exc)
         return 2

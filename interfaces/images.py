@@ -18,8 +18,17 @@ import SimpleITK as sitk
 from interfaces import conventions as cv
 
 # Writer for organisers' .nii.gz fields: gzip level 0 (stored blocks) measured fastest; see docs/CONTAINER.md.
-# TODO(conventions.py): the default level could live in conventions if the evaluation wants to share it.
-NIFTI_GZIP_LEVEL = int(os.environ.get("REMIND2REG_GZIP_LEVEL", "0"))
+# A writer setting, not a convention: the evaluation only reads fields (any level).
+GZIP_LEVEL_ENV = "REMIND2REG_GZIP_LEVEL"
+DEFAULT_GZIP_LEVEL = 0
+
+
+def gzip_level() -> int:
+    """$REMIND2REG_GZIP_LEVEL (0-9, default 0); ValueError with the variable's name when it is not that."""
+    value = os.environ.get(GZIP_LEVEL_ENV, str(DEFAULT_GZIP_LEVEL)).strip()
+    if not (value.isdigit() and 0 <= int(value) <= 9):
+        raise ValueError(f"{GZIP_LEVEL_ENV}={value!r}: expected a gzip level from 0 (fastest) to 9")
+    return int(value)
 
 
 class InputError(ValueError):
@@ -206,9 +215,9 @@ def nifti_header_bytes(shape: tuple[int, ...], affine: np.ndarray, zooms=None) -
 
 def write_voxel_field_nifti(path: str, field: np.ndarray, affine: np.ndarray, level: int | None = None) -> None:
     """Organisers' field (i, j, k, 3) float32 as .nii.gz, written as raw NIfTI bytes through gzip at `level`
-    (default NIFTI_GZIP_LEVEL = 0, the fastest measured; nibabel and SimpleITK read it back exactly)."""
+    (default gzip_level(): 0, the fastest measured; nibabel and SimpleITK read it back exactly)."""
     field = np.asarray(field, dtype=np.float32)
-    level = NIFTI_GZIP_LEVEL if level is None else level
+    level = gzip_level() if level is None else level
     zooms = tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))) + (1.0,)
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as out:

@@ -485,8 +485,22 @@ def test_background_io_keeps_one_write_pending_and_reports_errors():
         failing.result()
 
 
-def test_unknown_overlap_setting_is_a_setup_error(tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("variable, value", [("REMIND2REG_OVERLAP_IO", "sometimes"),
+                                             ("REMIND2REG_GZIP_LEVEL", "fast"), ("REMIND2REG_GZIP_LEVEL", "10")])
+def test_unknown_settings_are_setup_errors(tmp_path, monkeypatch, capsys, variable, value):
     make_case(tmp_path / "in", "0001", modalities=(1,))
-    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "sometimes")
+    monkeypatch.setenv(variable, value)
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 2
-    assert "REMIND2REG_OVERLAP_IO='sometimes'" in capsys.readouterr().out
+    assert f"FAILED: {variable}={value!r}" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
+
+
+def test_gzip_level_setting_changes_the_file_not_the_field(tmp_path, monkeypatch):
+    make_case(tmp_path / "in", "0001", shift=(2, -1, 0), modalities=(1,))
+    for level in ("0", "6"):
+        monkeypatch.setenv("REMIND2REG_GZIP_LEVEL", level)
+        assert process.run(str(tmp_path / "in"), str(tmp_path / f"out{level}"), registration=FakeShift()) == 0
+    name = "disp_0001_0000_0001_0001.nii.gz"
+    stored, deflated = tmp_path / "out0" / name, tmp_path / "out6" / name
+    assert os.path.getsize(deflated) < 0.5 * os.path.getsize(stored)  # a constant field deflates well
+    np.testing.assert_array_equal(read_field(stored)[0], read_field(deflated)[0])
