@@ -91,9 +91,12 @@ run_container() {  # name image input expected_exit [extra docker args...]
 }
 
 run_container organisers-cet1 remind2reg-cet1 in-good 0
-run_container organisers-t2-broken remind2reg-t2 in-bad 1
+# the GPU's I/O path (next case read ahead, fields written behind), forced on: the broken case is read ahead
+run_container organisers-t2-broken remind2reg-t2 in-bad 1 -e REMIND2REG_OVERLAP_IO=1
 grep -q "FAILED case 0999: ReMIND2Reg_0999_0000.nii.gz" "$WORK/log-organisers-t2-broken.txt" \
   || { echo "FAIL: broken case not named in the log"; exit 1; }
+grep -q "I/O overlaps the registration" "$WORK/log-organisers-t2-broken.txt" \
+  || { echo "FAIL: REMIND2REG_OVERLAP_IO=1 did not overlap I/O in the container"; exit 1; }
 docker volume create "$VOLUME" >/dev/null
 run_container gc-cet1 remind2reg-cet1 in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
 
