@@ -183,6 +183,52 @@ def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
                                **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
 
 
+def _register_case(case_id, case, pairs, images_future, read_ahead, io, lazy, output_dir, qc_dir, overlap):
+    """One case: its images (read ahead or now), every pair registered, each field handed to the writer.
+    Returns (failed pair labels, write futures). A function of its own so that the case's arrays are freed
+    when it returns, before the next case's are read (in line) or as soon as its writes are done (overlap)."""
+    label = f"case {case_id}"
+    pair_labels = [f"{label} {cv.MODALITIES[m]}" for m in pairs]
+    try:
+        images, read_seconds = (images_future or io.read(_read_case_timed, case.files)).result()
+    except Exception as exc:  # noqa: BLE001 - e.g. out of memory while reading: this case only
+        log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
+        return pair_labels, []
+    fixed = images[cv.FIXED_INDEX]
+    if isinstance(fixed, InputError):
+        log.error("FAILED %s: %s", label, fixed)
+        return pair_labels, []
+    log.info("%s: iUS %s", label, _describe(fixed))
+    _decide_overlap(io, lazy, overlap)
+    read_ahead()  # the next case reads while this one registers (overlap), else nothing happens yet
+    case_timer = logs.Timer()
+    case_timer.seconds["read"] = read_seconds
+    mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
+    del images
+    failed, writes = [], []
+    for moving, pair_label in zip(pairs, pair_labels):
+        timer = logs.Timer()
+        timer.seconds["read"] = case_timer.seconds["read"] / len(pairs)  # the case's reads, shared by its pairs
+        try:
+            movings = _for_target(mr_arrays, moving, pair_label)
+            result = _register(lazy, fixed, movings, cv.MODALITIES[moving], timer)
+        except InputError as exc:
+            log.error("FAILED %s: %s", pair_label, exc)
+            failed.append(pair_label)
+            continue
+        except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
+            log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
+            failed.append(pair_label)
+            continue
+        writes.append(io.write(_write_pair, {
+            "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
+            "path": os.path.join(output_dir, org.output_name(case_id, moving)),
+            "key": cv.pair_key(case_id, moving), "qc_dir": qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
+            "moving": movings[cv.MODALITIES[moving]]}))
+        del result, movings
+    return failed, writes
+
+
 def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timings=True, overlap="auto"):
     t_run = time.perf_counter()
     cases, ignored = org.find_cases(input_dir)
@@ -194,6 +240,12 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
     to_read = [case_id for case_id, _, pairs, error in jobs if pairs and not error]
     failed, writes, reads = [], [], {}
     io = BackgroundIO()
+
+    def read_ahead_after(case_id):
+        following = to_read[to_read.index(case_id) + 1:]
+        if following and io.overlapping and following[0] not in reads:
+            reads[following[0]] = io.read(_read_case_timed, cases[following[0]].files)
+
     try:
         for case_id, case, pairs, error in jobs:
             label = f"case {case_id}"
@@ -210,45 +262,11 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
                             "/".join(cv.MODALITIES[m] for m in wanted))
                 continue
             log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
-            pair_labels = [f"{label} {cv.MODALITIES[m]}" for m in pairs]
-            try:
-                images, read_seconds = (reads.pop(case_id, None) or io.read(_read_case_timed, case.files)).result()
-            except Exception as exc:  # noqa: BLE001 - e.g. out of memory while reading: this case only
-                log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
-                failed.extend(pair_labels)
-                continue
-            fixed = images[cv.FIXED_INDEX]
-            if isinstance(fixed, InputError):
-                log.error("FAILED %s: %s", label, fixed)
-                failed.extend(pair_labels)
-                continue
-            log.info("%s: iUS %s", label, _describe(fixed))
-            _decide_overlap(io, lazy, overlap)
-            following = to_read[to_read.index(case_id) + 1:]
-            if following:  # read ahead while this case registers
-                reads[following[0]] = io.read(_read_case_timed, cases[following[0]].files)
-            case_timer = logs.Timer()
-            case_timer.seconds["read"] = read_seconds
-            mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
-            for moving, pair_label in zip(pairs, pair_labels):
-                timer = logs.Timer()
-                timer.seconds["read"] = case_timer.seconds["read"] / len(pairs)  # the case's reads, shared
-                try:
-                    movings = _for_target(mr_arrays, moving, pair_label)
-                    result = _register(lazy, fixed, movings, cv.MODALITIES[moving], timer)
-                except InputError as exc:
-                    log.error("FAILED %s: %s", pair_label, exc)
-                    failed.append(pair_label)
-                    continue
-                except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
-                    log.exception("FAILED %s: %s: %s", pair_label, type(exc).__name__, _short(exc))
-                    failed.append(pair_label)
-                    continue
-                writes.append(io.write(_write_pair, {
-                    "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
-                    "path": os.path.join(output_dir, org.output_name(case_id, moving)),
-                    "key": cv.pair_key(case_id, moving), "qc_dir": qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
-                    "moving": movings[cv.MODALITIES[moving]]}))
+            case_failed, case_writes = _register_case(
+                case_id, case, pairs, reads.pop(case_id, None), lambda: read_ahead_after(case_id), io, lazy,
+                output_dir, qc_dir, overlap)
+            failed.extend(case_failed)
+            writes.extend(case_writes)
     finally:
         io.close()
     ok, timings = 0, {}

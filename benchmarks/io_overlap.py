@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 import time
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -37,12 +38,9 @@ class SleepingRegistration:
         block = np.full((3,) + tuple(fixed.shape[::-1]), 0.5, np.float32)  # a fresh field, as the model returns
         field = block.transpose(3, 2, 1, 0)
         time.sleep(max(0.0, self.seconds - (time.perf_counter() - t0)))
-
-        class Result:
-            displacement = field
-            stage_seconds = {"sleep": self.seconds}
-            device = self.device_name
-        return Result()
+        # a plain object, like the model's Result (a class made per call would keep each field alive in a
+        # reference cycle until the garbage collector runs, and the memory figures would be the stand-in's)
+        return SimpleNamespace(displacement=field, stage_seconds={"sleep": self.seconds}, device=self.device_name)
 
 
 def run_mode(input_dir: str, out_dir: str, overlap: str, seconds: float) -> dict:

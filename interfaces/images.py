@@ -40,7 +40,15 @@ class LoadedImage:
     path: str
     array: np.ndarray  # float32, index order (i, j, k)
     grid: cv.Grid
-    image: sitk.Image  # float32 SimpleITK image (for resampling)
+    _image: sitk.Image | None = None  # the file's SimpleITK image when it was read as one (not NIfTI)
+
+    @property
+    def image(self) -> sitk.Image:
+        """float32 SimpleITK image of the voxels, made on first use: only resampling needs it, and a copy
+        per NIfTI volume (67 MB at 256^3) is not worth holding for grids that already match."""
+        if self._image is None:
+            self._image = cv.image_from_array(self.array, self.grid)
+        return self._image
 
 
 def _name(path: str) -> str:
@@ -107,8 +115,7 @@ def read_image(path: str, role: str = "image", require_nonzero: bool = False) ->
                    tuple(float(o) for o in geometry[1]), tuple(float(d) for d in direction.ravel()))
     try:
         if nifti:
-            array = _read_nifti_pixels(path, grid.shape)
-            image = cv.image_from_array(array, grid)
+            array, image = _read_nifti_pixels(path, grid.shape), None
         else:
             image = sitk.Cast(image, sitk.sitkFloat32)
             array = cv.array_from_image(image)
@@ -146,8 +153,9 @@ def onto_grid(moving: LoadedImage, fixed: LoadedImage, role: str = "moving image
     (identity transform, linear interpolation, 0 outside). Returns (array, resampled?)."""
     if moving.grid.matches(fixed.grid):
         return moving.array, False
-    resampled = sitk.Resample(moving.image, fixed.image, sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear,
-                              0.0, sitk.sitkFloat32)
+    g = fixed.grid  # the output geometry given directly: no reference image (a volume-sized copy) needed
+    resampled = sitk.Resample(moving.image, list(g.shape), sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear,
+                              list(g.origin), list(g.spacing), list(g.direction), 0.0, sitk.sitkFloat32)
     array = cv.array_from_image(resampled)
     if not np.any(array):
         raise InputError(f"{_name(moving.path)}: {role} does not overlap the iUS {_name(fixed.path)} in physical "

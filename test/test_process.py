@@ -504,3 +504,50 @@ def test_gzip_level_setting_changes_the_file_not_the_field(tmp_path, monkeypatch
     stored, deflated = tmp_path / "out0" / name, tmp_path / "out6" / name
     assert os.path.getsize(deflated) < 0.5 * os.path.getsize(stored)  # a constant field deflates well
     np.testing.assert_array_equal(read_field(stored)[0], read_field(deflated)[0])
+
+
+def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
+    """Without overlap a case is read only after the previous one is registered (memory: one case), and
+    NIfTI inputs keep no SimpleITK copy unless a resampling needs one."""
+    for case in ("0001", "0002", "0003"):
+        make_case(tmp_path / "in", case, shift=(1, 0, 0), modalities=(1,))
+    events = []
+    real_read = process._read_case_timed
+
+    def read(paths):
+        events.append("read")
+        images, seconds = real_read(paths)
+        assert all(image._image is None for image in images.values())  # grids match: no sitk copy made
+        return images, seconds
+
+    class Recording(FakeShift):
+        def register(self, fixed, moving, spacing, target):
+            events.append("register")
+            return super().register(fixed, moving, spacing, target)
+
+    monkeypatch.setattr(process, "_read_case_timed", read)
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "0")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=Recording()) == 0
+    assert events == ["read", "register"] * 3
+    import threading
+
+    second_read = threading.Event()
+    seen_during_first_register = []
+
+    def read_signalling(paths):
+        out = read(paths)
+        if events.count("read") == 2:
+            second_read.set()
+        return out
+
+    class WaitsForReadAhead(Recording):
+        def register(self, fixed, moving, spacing, target):
+            if not seen_during_first_register:  # the first pair: the next case must be read meanwhile
+                seen_during_first_register.append(second_read.wait(10))
+            return super().register(fixed, moving, spacing, target)
+
+    monkeypatch.setattr(process, "_read_case_timed", read_signalling)
+    monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "1")
+    events.clear()
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out1"), registration=WaitsForReadAhead()) == 0
+    assert seen_during_first_register == [True] and events.count("read") == 3 and events.count("register") == 3
