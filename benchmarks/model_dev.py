@@ -1,4 +1,7 @@
-"""Dev helper (until simulation/hybrid.py exists): RESECT hybrid cases with a KNOWN deformation.
+"""Model-test helpers: TRE and Jacobian figures, and a quick RESECT hybrid case with a KNOWN deformation.
+
+The benchmarks' hybrid cases come from simulation.hybrid; this smaller generator (rigid offset + smooth field,
+optional cavity) predates it and is kept because test/test_model.py and docs/MODEL.md's fp16 figures use it.
 
 The real RESECT Case 24 MR is warped by a known invertible map psi (rigid offset + smooth field):
 new_MR(x) = MR(psi(x)). A US landmark p_fix matches MR point p_mov, i.e. new-MR point psi^-1(p_mov),
