@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import time
+from dataclasses import dataclass
 
 from interfaces import conventions as cv
 from interfaces import grand_challenge as gc
@@ -183,10 +184,21 @@ def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
                                **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
 
 
-def _register_case(case_id, case, pairs, images_future, read_ahead, io, lazy, output_dir, qc_dir, overlap):
+@dataclass
+class _OrganisersRun:
+    """What every case of an organisers' run shares."""
+    io: BackgroundIO
+    lazy: _Lazy
+    output_dir: str
+    qc_dir: str | None
+    overlap: str  # auto | on | off
+
+
+def _register_case(run: _OrganisersRun, case_id, case, pairs, images_future, read_ahead):
     """One case: its images (read ahead or now), every pair registered, each field handed to the writer.
     Returns (failed pair labels, write futures). A function of its own so that the case's arrays are freed
     when it returns, before the next case's are read (in line) or as soon as its writes are done (overlap)."""
+    io, lazy = run.io, run.lazy
     label = f"case {case_id}"
     pair_labels = [f"{label} {cv.MODALITIES[m]}" for m in pairs]
     try:
@@ -199,7 +211,7 @@ def _register_case(case_id, case, pairs, images_future, read_ahead, io, lazy, ou
         log.error("FAILED %s: %s", label, fixed)
         return pair_labels, []
     log.info("%s: iUS %s", label, _describe(fixed))
-    _decide_overlap(io, lazy, overlap)
+    _decide_overlap(io, lazy, run.overlap)
     read_ahead()  # the next case reads while this one registers (overlap), else nothing happens yet
     case_timer = logs.Timer()
     case_timer.seconds["read"] = read_seconds
@@ -222,8 +234,8 @@ def _register_case(case_id, case, pairs, images_future, read_ahead, io, lazy, ou
             continue
         writes.append(io.write(_write_pair, {
             "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
-            "path": os.path.join(output_dir, org.output_name(case_id, moving)),
-            "key": cv.pair_key(case_id, moving), "qc_dir": qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
+            "path": os.path.join(run.output_dir, org.output_name(case_id, moving)),
+            "key": cv.pair_key(case_id, moving), "qc_dir": run.qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
             "moving": movings[cv.MODALITIES[moving]]}))
         del result, movings
     return failed, writes
@@ -240,6 +252,7 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
     to_read = [case_id for case_id, _, pairs, error in jobs if pairs and not error]
     failed, writes, reads = [], [], {}
     io = BackgroundIO()
+    shared = _OrganisersRun(io, lazy, output_dir, qc_dir, overlap)
 
     def read_ahead_after(case_id):
         following = to_read[to_read.index(case_id) + 1:]
@@ -262,9 +275,8 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
                             "/".join(cv.MODALITIES[m] for m in wanted))
                 continue
             log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
-            case_failed, case_writes = _register_case(
-                case_id, case, pairs, reads.pop(case_id, None), lambda: read_ahead_after(case_id), io, lazy,
-                output_dir, qc_dir, overlap)
+            case_failed, case_writes = _register_case(shared, case_id, case, pairs, reads.pop(case_id, None),
+                                                      lambda: read_ahead_after(case_id))
             failed.extend(case_failed)
             writes.extend(case_writes)
     finally:
