@@ -28,6 +28,7 @@ from interfaces.images import (InputError, LoadedImage, gzip_level, nifti_affine
 from interfaces.logs import log
 
 MODEL_DIR = "/opt/ml/model"  # Grand Challenge extracts an uploaded model tarball here
+CONFIG_ENV = "REMIND2REG_CONFIG"  # model.config reads it (named here too: torch is imported only with the model)
 DEFAULT_QC_DIR = "qc"        # relative to the output folder when --qc is given without a folder
 
 
@@ -344,6 +345,9 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
         wanted = org.wanted_modalities(sequences if sequences is not None else os.environ.get(org.SEQUENCES_ENV))
         overlap = overlap_mode(os.environ.get(OVERLAP_ENV))
         gzip_level()  # a bad $REMIND2REG_GZIP_LEVEL is a setup error, not a failure of every pair
+        config_file = os.environ.get(CONFIG_ENV)
+        if registration is None and config_file and not os.path.isfile(config_file):
+            raise ValueError(f"{CONFIG_ENV}={config_file!r}: no such model config file")
     except ValueError as exc:
         log.error("FAILED: %s", exc)
         return 2

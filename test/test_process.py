@@ -495,6 +495,18 @@ def test_unknown_settings_are_setup_errors(tmp_path, monkeypatch, capsys, variab
     assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
 
 
+def test_a_missing_model_config_file_is_a_setup_error(tmp_path, monkeypatch, capsys):
+    make_case(tmp_path / "in", "0001", modalities=(1,))
+    variable, value = "REMIND2REG_CONFIG", str(tmp_path / "nowhere.json")
+    monkeypatch.setenv(variable, value)
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out")) == 2  # the project's model, not loaded
+    assert f"FAILED: {variable}={value!r}: no such model config file" in capsys.readouterr().out
+    from model.config import ENV_VAR
+    assert process.CONFIG_ENV == ENV_VAR  # named twice so that process.py need not import torch to check it
+    assert f"FAILED: {variable}={value!r}" in capsys.readouterr().out
+    assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
+
+
 def test_gzip_level_setting_changes_the_file_not_the_field(tmp_path, monkeypatch):
     make_case(tmp_path / "in", "0001", shift=(2, -1, 0), modalities=(1,))
     for level in ("0", "6"):
