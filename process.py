@@ -125,12 +125,15 @@ def _for_target(movings: dict, target: int, label: str) -> dict[str, object]:
     return usable
 
 
-def _log_written(label: str, written: str, result, timer: logs.Timer) -> dict[str, float]:
-    """The per-pair log line (device, seconds per stage, model stages, memory); returns the stage seconds."""
+def _log_written(label: str, written: str, result, timer: logs.Timer,
+                 memory: str | None = None) -> dict[str, float]:
+    """The per-pair log line (device, seconds per stage, model stages, memory); returns the stage seconds.
+    `memory`: the summary taken right after the pair's registration (the default, now, would show the next
+    pair's CUDA peak when the field is written behind it)."""
     seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
     log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", label, written, getattr(result, "device", "?"),
              logs.fmt_seconds(seconds), logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}),
-             logs.memory_summary())
+             memory or logs.memory_summary())
     return seconds
 
 
@@ -179,7 +182,7 @@ def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
         log.error("FAILED %s: cannot write %s: %s: %s", label, os.path.basename(job["path"]), type(exc).__name__,
                   _short(exc))
         return label, None, None
-    seconds = _log_written(label, os.path.basename(job["path"]), result, timer)
+    seconds = _log_written(label, os.path.basename(job["path"]), result, timer, job["memory"])
     _write_qc(job["qc_dir"], job["qc_name"], fixed, job["moving"], result.displacement)
     return label, job["key"], {"seconds": round(seconds["total"], 3),
                                **{k: round(seconds[k], 3) for k in ("read", "register", "write")}}
@@ -237,7 +240,7 @@ def _register_case(run: _OrganisersRun, case_id, case, pairs, images_future, rea
             "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
             "path": os.path.join(run.output_dir, org.output_name(case_id, moving)),
             "key": cv.pair_key(case_id, moving), "qc_dir": run.qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
-            "moving": movings[cv.MODALITIES[moving]]}))
+            "moving": movings[cv.MODALITIES[moving]], "memory": logs.memory_summary()}))
         del result, movings
     return failed, writes
 
