@@ -4,6 +4,7 @@ I/O path, so any axis mix-up between reading, the model's array and the written 
 channel or sign; one test runs the real model through the command line."""
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -181,7 +182,9 @@ def test_both_sequences_reach_the_model_and_env_selects(tmp_path, monkeypatch):
 def test_timings_json(tmp_path, monkeypatch):
     make_case(tmp_path / "in", case="0003", shift=(1, 0, 0))
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
-    timings = json.load(open(tmp_path / "out" / "timings.json"))["pairs"]
+    written = json.load(open(tmp_path / "out" / "timings.json"))
+    assert "model_load_seconds" not in written  # an injected registration: nothing was loaded
+    timings = written["pairs"]
     assert sorted(timings) == [cv.pair_key("0003", 1), cv.pair_key("0003", 2)]
     for entry in timings.values():
         assert entry["seconds"] >= entry["register"] >= 0 and {"read", "write"} <= set(entry)
@@ -369,6 +372,33 @@ def test_real_model_through_the_command_line(tmp_path):
     centre = field[12:28, 12:28, 12:28].mean(axis=(0, 1, 2))
     np.testing.assert_allclose(centre, [0, 2, 0], atol=0.4)
     assert os.path.isfile(tmp_path / "out" / "qc" / "0001_0001.png")
+    timings = json.load(open(tmp_path / "out" / "timings.json"))
+    loaded = float(re.search(r"model loaded in ([\d.]+)s", done.stdout).group(1))
+    assert abs(timings["model_load_seconds"] - loaded) < 0.01  # the run's model load, written once
+
+
+def test_sigterm_stops_cleanly(tmp_path):
+    """`docker stop` sends SIGTERM: exit 143, a log line, finished fields kept, no partial file anywhere."""
+    pytest.importorskip("torch")
+    for case in ("0001", "0002", "0003"):
+        make_case(tmp_path / "in", case, shift=(1, 0, 0), modalities=(1,), grid=plain_grid(shape=(48, 48, 48)))
+    env = dict(os.environ, REMIND2REG_SEQUENCES="ceT1", REMIND2REG_OVERLAP_IO="1", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output",
+                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env=env)
+    lines = []
+    for line in proc.stdout:  # stop it while the model works on the second case (the first field is written)
+        lines.append(line)
+        if "case 0002: iUS" in line:
+            proc.send_signal(15)
+            break
+    lines += proc.stdout.readlines()
+    assert proc.wait(60) == 143, "".join(lines)
+    text = "".join(lines)
+    assert "STOPPED by SIGTERM" in text and "summary:" not in text
+    assert partials(tmp_path) == []
+    for name in outputs(tmp_path / "out"):  # whatever was written is a whole field
+        assert read_field(tmp_path / "out" / name)[0].shape == (48, 48, 48, 3)
 
 
 @pytest.mark.parametrize("suffix,compress", [(".mha", False), (".mha", True), (".nrrd", True), (".nii", False),
