@@ -86,11 +86,13 @@ def _describe(image: LoadedImage) -> str:
             f"{'x'.join(f'{s:.3g}' for s in g.spacing)} mm")
 
 
-def _read_case(paths: dict[int, str], timer: logs.Timer) -> dict:
-    """Every file of a case read at once (threads): modality -> LoadedImage, or the InputError it raised."""
+def _read_case(paths: dict[int, str]) -> tuple[dict, float]:
+    """Every file of a case read at once (threads): (modality -> LoadedImage or the InputError it raised,
+    seconds). Returns its seconds rather than filling a timer: it may run on the read-ahead thread."""
     roles = {m: "iUS (fixed) image" if m == cv.FIXED_INDEX else f"{cv.MODALITIES[m]} image" for m in paths}
-    with timer("read"):
-        return read_images({m: (p, roles[m], m == cv.FIXED_INDEX) for m, p in paths.items()})
+    t0 = time.perf_counter()
+    images = read_images({m: (p, roles[m], m == cv.FIXED_INDEX) for m, p in paths.items()})
+    return images, time.perf_counter() - t0
 
 
 def _movings_on_grid(fixed: LoadedImage, images: dict, timer: logs.Timer, label: str):
@@ -164,15 +166,10 @@ def _decide_overlap(io: BackgroundIO, lazy: _Lazy, mode: str) -> None:
         try:
             on_cuda = str(getattr(lazy.get(), "device_name", "")).startswith("cuda")
         except Exception:  # noqa: BLE001 - the pair's register call reports a model that cannot load
-            on_cuda = False
+            pass
     io.start(mode == "on" or on_cuda)
     if io.overlapping:
         log.info("I/O overlaps the registration: next case read ahead, fields written behind")
-
-
-def _read_case_timed(paths: dict[int, str]) -> tuple[dict, float]:
-    timer = logs.Timer()
-    return _read_case(paths, timer), timer.seconds["read"]
 
 
 def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
@@ -181,7 +178,7 @@ def _write_pair(job: dict) -> tuple[str, str | None, dict | None]:
     label, timer, result, fixed = job["label"], job["timer"], job["result"], job["fixed"]
     try:
         with timer("write"):
-            write_voxel_field_nifti(job["path"], result.displacement, nifti_affine_for(fixed))
+            write_voxel_field_nifti(job["path"], result.displacement, job["affine"])
     except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
         log.error("FAILED %s: cannot write %s: %s: %s", label, os.path.basename(job["path"]), type(exc).__name__,
                   _short(exc))
@@ -210,7 +207,7 @@ def _register_case(run: _OrganisersRun, case_id, case, pairs, images_future, rea
     label = f"case {case_id}"
     pair_labels = [f"{label} {cv.MODALITIES[m]}" for m in pairs]
     try:
-        images, read_seconds = (images_future or io.read(_read_case_timed, case.files)).result()
+        images, read_seconds = (images_future or io.read(_read_case, case.files)).result()
     except Exception as exc:  # noqa: BLE001 - e.g. out of memory while reading: this case only
         log.exception("FAILED %s: %s: %s", label, type(exc).__name__, _short(exc))
         return pair_labels, []
@@ -225,6 +222,7 @@ def _register_case(run: _OrganisersRun, case_id, case, pairs, images_future, rea
     case_timer.seconds["read"] = read_seconds
     mr_arrays = _movings_on_grid(fixed, images, case_timer, label)
     del images
+    affine = nifti_affine_for(fixed)  # the output's header, once per case (it reads the iUS header again)
     failed, writes = [], []
     for moving, pair_label in zip(pairs, pair_labels):
         timer = logs.Timer()
@@ -241,7 +239,7 @@ def _register_case(run: _OrganisersRun, case_id, case, pairs, images_future, rea
             failed.append(pair_label)
             continue
         writes.append(io.write(_write_pair, {
-            "label": pair_label, "timer": timer, "result": result, "fixed": fixed,
+            "label": pair_label, "timer": timer, "result": result, "fixed": fixed, "affine": affine,
             "path": os.path.join(run.output_dir, org.output_name(case_id, moving)),
             "key": cv.pair_key(case_id, moving), "qc_dir": run.qc_dir, "qc_name": f"{case_id}_{moving:04d}.png",
             "moving": movings[cv.MODALITIES[moving]], "memory": logs.memory_summary()}))
@@ -265,7 +263,7 @@ def run_organisers(input_dir, output_dir, lazy, wanted, qc_dir=None, write_timin
     def read_ahead_after(case_id):
         following = to_read[to_read.index(case_id) + 1:]
         if following and io.overlapping and following[0] not in reads:
-            reads[following[0]] = io.read(_read_case_timed, cases[following[0]].files)
+            reads[following[0]] = io.read(_read_case, cases[following[0]].files)
 
     try:
         for case_id, case, pairs, error in jobs:
@@ -319,7 +317,7 @@ def run_grand_challenge(input_dir, output_dir, lazy, wanted, qc_dir=None):
         log.info("Grand Challenge layout: %s; output for %s",
                  ", ".join(f"{gc.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
         label = f"job {cv.MODALITIES[target]}"
-        images = _read_case(paths, timer)
+        images, timer.seconds["read"] = _read_case(paths)
         fixed = images[cv.FIXED_INDEX]
         if isinstance(fixed, InputError):
             raise fixed

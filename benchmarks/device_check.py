@@ -69,15 +69,21 @@ def field_differences(bench: str, dataset: str) -> list[dict]:
     return rows
 
 
+def _method_logs(bench: str):
+    """(method, log text) of every model run whose process log exists."""
+    for method in METHODS[1:]:
+        path = os.path.join(bench, f"{method}.log")
+        if os.path.isfile(path):
+            with open(path) as handle:
+                yield method, handle.read()
+
+
 def log_lines(bench: str) -> list[dict]:
     """Device, register seconds and peak memory of every written pair, from each method's process log."""
     pattern = re.compile(r"(case \S+ \S+): wrote \S+ \| device (.+?) \| .*?register ([\d.]+)s.*?\| (peak RSS .*)$")
     rows = []
-    for method in METHODS[1:]:
-        path = os.path.join(bench, f"{method}.log")
-        if not os.path.isfile(path):
-            continue
-        for line in open(path):
+    for method, text in _method_logs(bench):
+        for line in text.splitlines():
             m = pattern.search(line.strip())
             if m:
                 rows.append({"method": method, "pair": m.group(1), "device": m.group(2),
@@ -91,11 +97,7 @@ def log_runs(bench: str) -> list[dict]:
     loaded = re.compile(r"model loaded in ([\d.]+)s")
     summary = re.compile(r"summary: (\d+) ok, (\d+) failed, total ([\d.]+)s")
     rows = []
-    for method in METHODS[1:]:
-        path = os.path.join(bench, f"{method}.log")
-        if not os.path.isfile(path):
-            continue
-        text = open(path).read()
+    for method, text in _method_logs(bench):
         load, done = loaded.search(text), summary.search(text)
         if not done or not int(done.group(1)):
             continue

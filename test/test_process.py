@@ -553,7 +553,7 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
     for case in ("0001", "0002", "0003"):
         make_case(tmp_path / "in", case, shift=(1, 0, 0), modalities=(1,))
     events = []
-    real_read = process._read_case_timed
+    real_read = process._read_case
 
     def read(paths):
         events.append("read")
@@ -566,7 +566,7 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
             events.append("register")
             return super().register(fixed, moving, spacing, target)
 
-    monkeypatch.setattr(process, "_read_case_timed", read)
+    monkeypatch.setattr(process, "_read_case", read)
     monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "0")
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=Recording()) == 0
     assert events == ["read", "register"] * 3
@@ -587,7 +587,7 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
                 seen_during_first_register.append(second_read.wait(10))
             return super().register(fixed, moving, spacing, target)
 
-    monkeypatch.setattr(process, "_read_case_timed", read_signalling)
+    monkeypatch.setattr(process, "_read_case", read_signalling)
     monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "1")
     events.clear()
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out1"), registration=WaitsForReadAhead()) == 0
