@@ -22,6 +22,7 @@ RUN python -m pip install --no-cache-dir -r /opt/app/requirements.txt
 # are baked from resources/ (a model tarball mounted at /opt/ml/model/ with config.json overrides them)
 COPY process.py /opt/app/process.py
 COPY interfaces/*.py /opt/app/interfaces/
+COPY runner/*.py /opt/app/runner/
 COPY model/ /opt/app/model/
 COPY resources/ /opt/app/resources/
 

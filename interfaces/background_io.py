@@ -12,18 +12,6 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 
-OVERLAP_ENV = "REMIND2REG_OVERLAP_IO"
-OVERLAP_CHOICES = {"auto": "auto", "1": "on", "on": "on", "0": "off", "off": "off"}
-
-
-def overlap_mode(value: str | None) -> str:
-    """$REMIND2REG_OVERLAP_IO -> auto | on | off (unset: auto = on when the model runs on CUDA)."""
-    key = (value or "auto").strip().lower()
-    if key not in OVERLAP_CHOICES:
-        raise ValueError(f"{OVERLAP_ENV}={value!r}: expected auto, 1 (on) or 0 (off)")
-    return OVERLAP_CHOICES[key]
-
-
 def _done(fn, *args) -> Future:
     """fn(*args) run now, as a finished Future (the in-line mode)."""
     future: Future = Future()

@@ -26,6 +26,7 @@ FIXED_INDEX = 0
 IMAGE_NAME_RE = re.compile(r"^ReMIND2Reg_(\d{4})_(\d{4})\.(nii\.gz|nii|mha|nrrd)$")
 DISP_NAME_RE = re.compile(r"^disp_(\d{4})_0000_(\d{4})_(\d{4})\.(nii\.gz|npz)$")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
+TIMINGS_NAME = "timings.json"  # the algorithm's seconds per pair beside its fields (organisers' layout)
 
 
 def image_name(case: str, modality: int, suffix: str = ".nii.gz") -> str:
@@ -91,10 +92,6 @@ class Grid:
         """Physical (LPS mm) points of continuous indices, (N, 3) -> (N, 3)."""
         index = np.asarray(index, dtype=np.float64)
         return np.asarray(self.origin) + index @ self.index_to_physical.T
-
-    def continuous_index(self, point: np.ndarray) -> np.ndarray:
-        point = np.asarray(point, dtype=np.float64) - np.asarray(self.origin)
-        return point @ np.linalg.inv(self.index_to_physical).T
 
     def nifti_affine(self) -> np.ndarray:
         """nibabel (RAS) affine of this grid: ITK's LPS with x and y negated."""

@@ -9,6 +9,7 @@ import json
 import os
 
 from interfaces import conventions as cv
+from interfaces.logs import one_line
 
 INPUTS_JSON = "inputs.json"
 SLUG_IUS = "intraoperative-ultrasound"        # fixed
@@ -53,7 +54,7 @@ def read_inputs(input_dir: str) -> tuple[dict[int, str], dict[int, str], list[st
         with open(json_path) as handle:
             entries = json.load(handle)
     except (OSError, ValueError) as exc:
-        raise SocketError(f"{INPUTS_JSON}: cannot read ({' '.join(str(exc).split())})") from None
+        raise SocketError(f"{INPUTS_JSON}: cannot read ({one_line(exc)})") from None
     if not isinstance(entries, list):
         raise SocketError(f"{INPUTS_JSON}: expected a list of socket values, got {type(entries).__name__}")
     paths, names, ignored = {}, {}, []

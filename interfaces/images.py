@@ -16,19 +16,11 @@ import numpy as np
 import SimpleITK as sitk
 
 from interfaces import conventions as cv
+from interfaces.logs import one_line
 
 # Writer for organisers' .nii.gz fields: gzip level 0 (stored blocks) measured fastest; see docs/CONTAINER.md.
-# A writer setting, not a convention: the evaluation only reads fields (any level).
-GZIP_LEVEL_ENV = "REMIND2REG_GZIP_LEVEL"
+# A writer setting ($REMIND2REG_GZIP_LEVEL, runner/settings.py), not a convention: the evaluation reads any level.
 DEFAULT_GZIP_LEVEL = 0
-
-
-def gzip_level() -> int:
-    """$REMIND2REG_GZIP_LEVEL (0-9, default 0); ValueError with the variable's name when it is not that."""
-    value = os.environ.get(GZIP_LEVEL_ENV, str(DEFAULT_GZIP_LEVEL)).strip()
-    if not (value.isdigit() and 0 <= int(value) <= 9):
-        raise ValueError(f"{GZIP_LEVEL_ENV}={value!r}: expected a gzip level from 0 (fastest) to 9")
-    return int(value)
 
 
 class InputError(ValueError):
@@ -92,7 +84,7 @@ def read_image(path: str, role: str = "image", require_nonzero: bool = False) ->
             components = image.GetNumberOfComponentsPerPixel()
             geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
     except RuntimeError as exc:
-        detail = " ".join(str(exc).split())
+        detail = one_line(exc)
         raise InputError(f"{name}: cannot read {role} (unreadable or truncated file): {detail[-160:]}") from None
     if dimension == 4 and size[3] == 1:  # a 4-D image with one volume: accept its volume
         dimension, size = 3, size[:3]
@@ -120,7 +112,7 @@ def read_image(path: str, role: str = "image", require_nonzero: bool = False) ->
             image = sitk.Cast(image, sitk.sitkFloat32)
             array = cv.array_from_image(image)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
-        detail = " ".join(str(exc).split())
+        detail = one_line(exc)
         raise InputError(f"{name}: cannot read {role} voxels (truncated or corrupt file): {detail[-160:]}") from None
     bad = ~np.isfinite(array)
     if bad.any():
@@ -221,11 +213,11 @@ def nifti_header_bytes(shape: tuple[int, ...], affine: np.ndarray, zooms=None) -
     return header.binaryblock + b"\x00" * 4
 
 
-def write_voxel_field_nifti(path: str, field: np.ndarray, affine: np.ndarray, level: int | None = None) -> None:
+def write_voxel_field_nifti(path: str, field: np.ndarray, affine: np.ndarray,
+                            level: int = DEFAULT_GZIP_LEVEL) -> None:
     """Organisers' field (i, j, k, 3) float32 as .nii.gz, written as raw NIfTI bytes through gzip at `level`
-    (default gzip_level(): 0, the fastest measured; nibabel and SimpleITK read it back exactly)."""
+    (0, the fastest measured, by default; nibabel and SimpleITK read it back exactly)."""
     field = np.asarray(field, dtype=np.float32)
-    level = gzip_level() if level is None else level
     zooms = tuple(float(z) for z in np.sqrt((np.asarray(affine)[:3, :3] ** 2).sum(axis=0))) + (1.0,)
     with atomic_path(path) as tmp, open(tmp, "wb") as raw:
         with gzip.GzipFile(filename="", mode="wb", fileobj=raw, compresslevel=level, mtime=0) as out:

@@ -40,7 +40,6 @@ class Timer:
 
     def __init__(self):
         self.seconds: dict[str, float] = {}
-        self._start = time.perf_counter()
 
     @contextmanager
     def __call__(self, stage: str):
@@ -49,10 +48,6 @@ class Timer:
             yield
         finally:
             self.seconds[stage] = self.seconds.get(stage, 0.0) + time.perf_counter() - t0
-
-    @property
-    def total(self) -> float:
-        return time.perf_counter() - self._start
 
 
 def peak_rss_mb() -> float:
@@ -79,6 +74,11 @@ def memory_summary() -> str:
     if torch is not None:
         text += f", CUDA max allocated {torch.cuda.max_memory_allocated() / 2**20:.0f} MB"
     return text
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (the platform and the organisers read logs line by line)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def fmt_seconds(seconds: dict[str, float]) -> str:

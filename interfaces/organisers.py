@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from interfaces import conventions as cv
 
 SEQUENCES_ENV = "REMIND2REG_SEQUENCES"
-TIMINGS_ENV = "REMIND2REG_TIMINGS"
-TIMINGS_NAME = "timings.json"
 # Which moving sequences a container registers, by the build-time value of REMIND2REG_SEQUENCES.
 SEQUENCE_CHOICES = {"ceT1": (cv.MODALITY_INDEX["ceT1"],), "T2": (cv.MODALITY_INDEX["T2"],),
                     "all": (cv.MODALITY_INDEX["ceT1"], cv.MODALITY_INDEX["T2"])}

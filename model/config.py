@@ -1,16 +1,14 @@
 """Model settings: resources/config.json is the ONE source of defaults (every key lives there).
 
-load_config(path=None, overrides=None) = resources/config.json <- override file <- overrides, where the
-override file is `path`, else $REMIND2REG_CONFIG, else none. An override file or dict may be partial
+load_config(path=None, overrides=None) = resources/config.json <- override file `path` <- overrides. Which file
+is `path` ($REMIND2REG_CONFIG, a mounted model tarball's config.json) the runner decides, in one place
+(runner/settings.py); the model reads no environment. An override file or dict may be partial
 (e.g. /opt/ml/model/config.json with only {"refine": {"iterations": 40}}); it is merged over
 resources/config.json, never over code defaults. Unknown keys raise ValueError naming the key.
 """
 import copy
 import json
-import os
 from pathlib import Path
-
-ENV_VAR = "REMIND2REG_CONFIG"
 
 # storage of the feature volumes on any device: "fp16" halves the cost search's memory traffic but moves the
 # field by up to ~0.3 mm (docs/MODEL.md, measured), so the default is "fp32"
@@ -69,10 +67,9 @@ def _validate(cfg):
 
 
 def load_config(path=None, overrides=None):
-    """resources/config.json <- JSON override file (path, else $REMIND2REG_CONFIG) <- overrides (dict).
-    A missing explicit path / env file raises FileNotFoundError; unknown keys raise ValueError."""
+    """resources/config.json <- JSON override file `path` <- overrides (dict).
+    A missing file raises FileNotFoundError; unknown keys raise ValueError."""
     cfg = _read(default_config_path())
-    path = path or os.environ.get(ENV_VAR)
     if path:
         p = Path(path)
         if not p.is_file():

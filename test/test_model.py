@@ -118,9 +118,11 @@ def test_config_single_place(tmp_path, monkeypatch):
     c1 = load_config(str(p))
     assert c1["refine"]["iterations"] == 7 and c1["refine"]["lr"] == on_disk["refine"]["lr"]
     assert c1["global"] == on_disk["global"]
-    monkeypatch.setenv("REMIND2REG_CONFIG", str(p))
-    c2 = load_config()
+    monkeypatch.setenv("REMIND2REG_CONFIG", str(p))  # the runner resolves it (the model reads no environment)
+    from runner.settings import read_settings
+    c2 = load_config(read_settings().config_file)
     assert c2["refine"]["iterations"] == 7 and c2["global"]["enabled"] is True
+    assert load_config() == on_disk
     assert load_config(overrides={"global": {"enabled": False}})["global"]["enabled"] is False
     # unknown keys are refused with the key named, in files and in overrides
     bad = tmp_path / "bad.json"

@@ -486,7 +486,8 @@ def test_a_failing_write_is_named_and_leaves_no_partial(tmp_path, monkeypatch, c
 def test_background_io_keeps_one_write_pending_and_reports_errors():
     import threading
 
-    from interfaces.background_io import BackgroundIO, overlap_mode
+    from interfaces.background_io import BackgroundIO
+    from runner.settings import overlap_mode
 
     assert [overlap_mode(v) for v in (None, "auto", "1", "0", " ON ")] == ["auto", "auto", "on", "off", "on"]
     with pytest.raises(ValueError, match="REMIND2REG_OVERLAP_IO"):
@@ -531,8 +532,8 @@ def test_a_missing_model_config_file_is_a_setup_error(tmp_path, monkeypatch, cap
     monkeypatch.setenv(variable, value)
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out")) == 2  # the project's model, not loaded
     assert f"FAILED: {variable}={value!r}: no such model config file" in capsys.readouterr().out
-    from model.config import ENV_VAR
-    assert process.CONFIG_ENV == ENV_VAR  # named twice so that process.py need not import torch to check it
+    from runner.settings import CONFIG_ENV
+    assert CONFIG_ENV == variable
     assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
 
 
@@ -553,7 +554,8 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
     for case in ("0001", "0002", "0003"):
         make_case(tmp_path / "in", case, shift=(1, 0, 0), modalities=(1,))
     events = []
-    real_read = process._read_case
+    import runner.cases
+    real_read = runner.cases.read_case
 
     def read(paths):
         events.append("read")
@@ -566,7 +568,7 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
             events.append("register")
             return super().register(fixed, moving, spacing, target)
 
-    monkeypatch.setattr(process, "_read_case", read)
+    monkeypatch.setattr(runner.cases, "read_case", read)
     monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "0")
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=Recording()) == 0
     assert events == ["read", "register"] * 3
@@ -587,7 +589,7 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
                 seen_during_first_register.append(second_read.wait(10))
             return super().register(fixed, moving, spacing, target)
 
-    monkeypatch.setattr(process, "_read_case", read_signalling)
+    monkeypatch.setattr(runner.cases, "read_case", read_signalling)
     monkeypatch.setenv("REMIND2REG_OVERLAP_IO", "1")
     events.clear()
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out1"), registration=WaitsForReadAhead()) == 0

@@ -1,0 +1,57 @@
+"""The feature pyramid: MIND-SSC features of the iUS and every MR on a fine base grid, and each working
+level's features made from them (made once per level, then reused by every stage)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .features import coarsen, level_features, pca_reduce
+from .warp import downsample, identity_mm, level_grid, sample
+
+
+@dataclass
+class Level:
+    """One working grid of the registration: its geometry and the features on it."""
+    shape: tuple[int, int, int]
+    spacing: tuple[float, float, float]   # mm per voxel
+    fixed: torch.Tensor                   # (C, ...) iUS features
+    moving: dict[str, torch.Tensor]       # sequence -> (C, ...) MR features, unwarped
+    weight: torch.Tensor                  # (1, ...) similarity weight: fan mask x anechoic down-weighting
+
+    def identity(self) -> torch.Tensor:
+        """(3, ...) mm positions of the level's voxels."""
+        return identity_mm(self.shape, self.spacing, self.fixed.device)
+
+    def warped_moving(self, positions: torch.Tensor, sequence_weights: dict[str, float]) -> list:
+        """[(moving features sampled at `positions`, sequence weight)] as the discrete search takes them."""
+        return [(sample(self.moving[n].float(), positions, self.spacing).to(self.fixed.dtype), w)
+                for n, w in sequence_weights.items()]
+
+
+class FeaturePyramid:
+    """`at(res_mm)` gives the Level of about res_mm (never finer than the input, at most max_working_voxels)."""
+
+    def __init__(self, fixed: torch.Tensor, moving: dict[str, torch.Tensor], spacing, cfg):
+        self.shape, self.spacing, self.device = tuple(fixed.shape[1:]), spacing, fixed.device
+        self.max_voxels = cfg["max_working_voxels"]
+        self.half = cfg["precision"] == "fp16"
+        # MIND on a fine base grid; coarser levels resample these features (robust across modalities)
+        base_shape, self.base_spacing = level_grid(self.shape, spacing, cfg["feature_mm"], cfg["max_feature_voxels"])
+        us = downsample(fixed, spacing, base_shape, self.base_spacing)
+        mrs = {n: downsample(v, spacing, base_shape, self.base_spacing) for n, v in moving.items()}
+        ff, mf, w = level_features(us, mrs, self.base_spacing, cfg["features"])
+        ff, mf = pca_reduce(ff, mf, cfg["features"]["pca_channels"], w)
+        self._base = (ff, mf, w)
+        self._levels: dict = {}
+
+    def at(self, res_mm: float) -> Level:
+        key = level_grid(self.shape, self.spacing, res_mm, self.max_voxels)
+        if key not in self._levels:
+            shape, spacing = key
+            ff, mf, w = coarsen(*self._base, self.base_spacing, shape, spacing)
+            if self.half:
+                ff = ff.half()
+                mf = {n: v.half() for n, v in mf.items()}
+            self._levels[key] = Level(shape, spacing, ff, mf, w)
+        return self._levels[key]

@@ -1,0 +1,148 @@
+"""The registration's stages, in the order Registration runs them. Fields are (3, ...) mm of the fixed frame
+on a Level's grid; a pose is a (4, 4) mm affine, fixed point -> moving point."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .discrete import discrete_field
+from .pyramid import FeaturePyramid, Level
+from .refine import adam_refine
+from .rigid import trimmed_fit
+from .warp import apply_affine, identity_mm, min_jacobian_mm, resize_field, sample
+
+
+@dataclass
+class GlobalPose:
+    matrix: torch.Tensor      # (4, 4) fixed mm -> moving mm
+    passes: int = 0           # pyramid passes run (convergence check)
+    rejected: bool = False    # the pose moved the fan more than max_mean_shift_mm: identity kept
+
+
+@dataclass
+class Deformation:
+    field: torch.Tensor               # (3, ...) mm, applied before the pose: x -> pose(x + field(x))
+    spacing: tuple[float, float, float]
+
+
+def _fit_points(level: Level, matrix, step, min_weight):
+    """Fan voxels trusted enough to fit a pose: (their positions, where the step sends them through the pose)."""
+    x = level.identity()
+    selected = level.weight[0] >= min_weight
+    if int(selected.sum()) < 20:
+        selected = level.weight[0] > 0
+    return x[:, selected].t(), apply_affine(matrix, (x + step)[:, selected]).t(), selected
+
+
+def global_pose(pyramid: FeaturePyramid, weights: dict[str, float], cfg) -> GlobalPose:
+    """Coarse-to-fine discrete search + trimmed rigid/affine fit, iterated from the current pose: at least
+    `iterations` passes, more (up to max_iterations) only while a pass still moves the fan by converge_mm."""
+    g, dev = cfg["global"], pyramid.device
+    matrix = torch.eye(4, device=dev)
+    if not g["enabled"]:
+        return GlobalPose(matrix)
+    radii = g["radius"] if isinstance(g["radius"], (list, tuple)) else [g["radius"]] * len(g["levels_mm"])
+    passes = 0
+    for passes in range(1, max(int(g["iterations"]), int(g["max_iterations"] or 0)) + 1):
+        start = matrix.clone()
+        for res, radius in zip(g["levels_mm"], radii):
+            level = pyramid.at(res)
+            moved = level.warped_moving(apply_affine(matrix, level.identity()), weights)
+            step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(radius), cfg["discrete"])
+            src, dst, selected = _fit_points(level, matrix, step, g["min_weight"])
+            matrix = trimmed_fit(src, dst, level.weight[0][selected], g["model"], g["trim_keep"],
+                                 g["trim_iterations"])
+        if passes >= int(g["iterations"]):
+            change = (apply_affine(matrix, src.t()) - apply_affine(start, src.t())).norm(dim=0).max()
+            if float(change) < float(g["converge_mm"]):
+                break
+    # brain shift plus navigation error is bounded: a pose that moves the fan further on average is a
+    # false match (e.g. a fan with little tissue in it), so keep the identity pose instead
+    mean_shift = float((apply_affine(matrix, src.t()) - src.t()).norm(dim=0).mean())
+    if mean_shift > float(g["max_mean_shift_mm"]):
+        return GlobalPose(torch.eye(4, device=dev), passes, rejected=True)
+    return GlobalPose(matrix, passes)
+
+
+def deformable_search(pyramid: FeaturePyramid, pose: GlobalPose, weights, cfg) -> Deformation | None:
+    """Coupled-convex discrete search per level on the posed MR, each step composed with the field so far."""
+    dd = cfg["deformable_discrete"]
+    if not dd["enabled"]:
+        return None
+    deformation = None
+    for res in dd["levels_mm"]:
+        level = pyramid.at(res)
+        x = level.identity()
+        previous = torch.zeros_like(x) if deformation is None else resize_field(deformation.field, level.shape)
+        moved = level.warped_moving(apply_affine(pose.matrix, x + previous), weights)
+        step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(dd["radius"]), cfg["discrete"])
+        # compose: the new step first, then the old field
+        deformation = Deformation(step + sample(previous, x + step, level.spacing), level.spacing)
+    return deformation
+
+
+def adam_refinement(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None, weights,
+                    cfg) -> Deformation | None:
+    """Adam instance optimisation of a smooth, diffusion-regularised field from the discrete result."""
+    rc = cfg["refine"]
+    if not rc["enabled"]:
+        return deformation
+    level = pyramid.at(rc["level_mm"])
+    start = (torch.zeros((3,) + level.shape, device=level.fixed.device) if deformation is None
+             else resize_field(deformation.field, level.shape))
+    with torch.enable_grad():
+        field = adam_refine(level.fixed, [(level.moving[n], w) for n, w in weights.items()], level.weight,
+                            level.spacing, pose.matrix, start, rc)
+    return Deformation(field, level.spacing)
+
+
+def plausible_scale(deformation: Deformation | None, cfg) -> float:
+    """1, or the halving of the deformable part that keeps its Jacobian above min_jacobian (0: none does)."""
+    pc = cfg["plausibility"]
+    if deformation is None:
+        return 1.0
+    scale = 1.0
+    for _ in range(int(pc["max_scale_halvings"]) + 1):
+        if min_jacobian_mm(deformation.field * scale, deformation.spacing) > pc["min_jacobian"]:
+            return scale
+        scale *= 0.5
+    return 0.0
+
+
+def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
+                                scale: float, weights, cfg) -> bool:
+    """Safety net: the weighted MIND SSD of the result on the refinement level against doing nothing."""
+    rc, dd = cfg["refine"], cfg["deformable_discrete"]
+    level = pyramid.at(rc["level_mm"] if rc["enabled"] else dd["levels_mm"][-1])
+    x = level.identity()
+
+    def cost(positions):
+        total_weight = level.weight.sum().clamp_min(1.0)
+        return sum(w * float((((level.fixed.float() - sample(level.moving[n].float(), positions, level.spacing)) ** 2)
+                              .mean(0, keepdim=True) * level.weight).sum() / total_weight)
+                   for n, w in weights.items())
+
+    field = 0 if deformation is None else scale * resize_field(deformation.field, level.shape)
+    return cost(apply_affine(pose.matrix, x + field)) > cost(x)
+
+
+def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing):
+    """The voxel field on the full fixed grid: (i, j, k, 3) as a view of a (3, k, j, i) float32 block (the
+    NIfTI writer's order and the DSPF array, so neither transposes 200 MB on the CPU), its smallest Jacobian,
+    and the deformable scale used (halved again until no fold, the pose alone as a last resort)."""
+    dev = pose.matrix.device
+    mm_per_voxel = torch.tensor(spacing, device=dev).view(3, 1, 1, 1)
+    upsampled = None if deformation is None else resize_field(deformation.field, shape)
+    while True:
+        x = identity_mm(shape, spacing, dev)
+        positions = x if upsampled is None or scale == 0 else x + scale * upsampled
+        disp_mm = apply_affine(pose.matrix, positions) - x
+        del positions, x
+        jmin = min_jacobian_mm(disp_mm, spacing)
+        if jmin > 0 or scale == 0 or upsampled is None:
+            break
+        scale = scale * 0.5 if scale > 1.0 / 64 else 0.0
+    planes = (disp_mm / mm_per_voxel).permute(0, 3, 2, 1).contiguous().cpu().numpy().astype(np.float32, copy=False)
+    return planes.transpose(3, 2, 1, 0), jmin, scale

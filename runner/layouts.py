@@ -1,0 +1,118 @@
+"""What to do for each input layout: the cases, their pairs, and where each field goes.
+
+Both layouts become one plan (a list of `CaseJob`s and a field writer), so that reading, registering,
+writing, logging and QC are one code path (runner/cases.py).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from interfaces import conventions as cv
+from interfaces import grand_challenge as sockets
+from interfaces import organisers as org
+from interfaces.images import nifti_affine_for, write_sitk_image, write_voxel_field_nifti
+from interfaces.logs import log
+
+
+@dataclass
+class PairJob:
+    target: int               # moving modality index the field is for
+    label: str                # "case 0001 ceT1" (organisers) | "job ceT1" (Grand Challenge)
+    output_path: str
+    timings_key: str | None   # key in timings.json, None when the layout writes no timings
+    qc_name: str
+
+
+@dataclass
+class CaseJob:
+    label: str                          # "case 0001" | "job"
+    files: dict[int, str]               # modality index -> path
+    pairs: list[PairJob] = field(default_factory=list)
+
+
+@dataclass
+class Plan:
+    layout: str                          # "organisers" | "grand-challenge"
+    cases: list[CaseJob]
+    failed: list[str]                    # labels that failed while planning (logged already)
+    writer: object                       # OrganisersWriter | GrandChallengeWriter
+    write_timings: bool
+
+
+class OrganisersWriter:
+    """disp_XXXX_0000_XXXX_000M.nii.gz: voxel field, the fixed NIfTI's affine, the configured gzip level."""
+
+    def __init__(self, gzip_level: int):
+        self.gzip_level = gzip_level
+
+    def for_case(self, fixed):
+        affine = nifti_affine_for(fixed)  # once per case (it reads the iUS header again)
+        return lambda path, displacement: write_voxel_field_nifti(path, displacement, affine, self.gzip_level)
+
+
+class GrandChallengeWriter:
+    """The displacement-field socket: DSPF .mha in mm on the ITK/LPS axes, the fixed geometry."""
+
+    @staticmethod
+    def for_case(fixed):
+        return lambda path, displacement: write_sitk_image(path, cv.voxel_to_physical_field(displacement, fixed.grid))
+
+
+def _names(modalities) -> str:
+    return "+".join(cv.MODALITIES[m] for m in modalities)
+
+
+def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
+    """Every case of a flat folder with an iUS and a wanted MR; a case with a problem fails on its own."""
+    cases, ignored = org.find_cases(input_dir)
+    if ignored:
+        log.info("ignored %d file(s) that are not ReMIND2Reg images: %s", len(ignored), ", ".join(ignored[:10]))
+    log.info("organisers' layout: %d case(s) in %s; sequences %s", len(cases), input_dir, _names(settings.sequences))
+    jobs, failed = [], []
+    for case_id, case in sorted(cases.items()):
+        label = f"case {case_id}"
+        for problem in case.problems:
+            if "two" not in problem:  # a duplicate is the case's error (case_pairs), not a warning
+                log.warning("%s: %s", label, problem)
+        pairs, error = org.case_pairs(case, settings.sequences)
+        if error:
+            log.error("FAILED %s: %s", label, error)
+            failed.append(label)
+            continue
+        found = ", ".join(f"{cv.MODALITIES[m]} {os.path.basename(p)}" for m, p in sorted(case.files.items()))
+        if not pairs:
+            log.warning("%s: found %s; no %s image, nothing to do for this container", label, found,
+                        "/".join(cv.MODALITIES[m] for m in settings.sequences))
+            continue
+        log.info("%s: found %s; registering %s", label, found, ", ".join(cv.MODALITIES[m] for m in pairs))
+        jobs.append(CaseJob(label, case.files, [
+            PairJob(m, f"{label} {cv.MODALITIES[m]}", os.path.join(output_dir, org.output_name(case_id, m)),
+                    cv.pair_key(case_id, m), f"{case_id}_{m:04d}.png") for m in pairs]))
+    if not cases:
+        log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
+        failed.append("input folder")
+    return Plan("organisers", jobs, failed, OrganisersWriter(settings.gzip_level), settings.write_timings)
+
+
+def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
+    """One job: the image sockets of inputs.json in, one displacement-field socket out (no timings.json)."""
+    writer = GrandChallengeWriter()
+    try:
+        paths, names, ignored = sockets.read_inputs(input_dir)
+        if ignored:
+            log.info("inputs.json: ignored sockets %s", ", ".join(ignored))
+        target = sockets.choose_target(set(paths) - {cv.FIXED_INDEX}, settings.sequences)
+    except sockets.SocketError as exc:
+        log.error("FAILED job: %s", exc)
+        return Plan("grand-challenge", [], ["job"], writer, False)
+    log.info("Grand Challenge layout: %s; output for %s",
+             ", ".join(f"{sockets.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
+    pair = PairJob(target, f"job {cv.MODALITIES[target]}", sockets.output_path(output_dir), None, "job.png")
+    return Plan("grand-challenge", [CaseJob("job", paths, [pair])], [], writer, False)
+
+
+def plan(input_dir: str, output_dir: str, settings) -> Plan:
+    if sockets.is_grand_challenge_layout(input_dir):
+        return plan_grand_challenge(input_dir, output_dir, settings)
+    return plan_organisers(input_dir, output_dir, settings)

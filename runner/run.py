@@ -1,0 +1,75 @@
+"""A whole run: settings, output folder, the layout's plan, every case, timings.json, the summary line."""
+from __future__ import annotations
+
+import os
+import time
+
+from interfaces import conventions as cv
+from interfaces import logs
+from interfaces.background_io import BackgroundIO
+from interfaces.images import write_json_atomic
+from interfaces.logs import log, one_line
+from runner import cases
+from runner.cases import RunContext
+from runner.layouts import plan
+from runner.model_loader import LazyRegistration
+from runner.settings import SetupError, read_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
+
+
+def run(input_dir: str, output_dir: str, registration=None, sequences: str | None = None,
+        qc_dir: str | None = None, write_timings: bool | None = None) -> int:
+    """Process a folder; return the exit code (0: every case ok, 1: any failure, 2: unusable setup).
+
+    `registration`: any object with `.register(fixed=, moving=, spacing=, target=)` returning an object with
+    `.displacement` (voxel field); None loads the project's model on first use.
+    `sequences`: ceT1 | T2 | all; None reads $REMIND2REG_SEQUENCES (default all).
+    """
+    logs.setup()
+    t_run = time.perf_counter()
+    try:
+        settings = read_settings(sequences=sequences, write_timings=write_timings)
+    except SetupError as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_SETUP
+    if not os.path.isdir(input_dir):
+        log.error("FAILED: input folder %s does not exist", input_dir)
+        return EXIT_SETUP
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        log.error("FAILED: cannot create output folder %s: %s", output_dir, one_line(exc))
+        return EXIT_SETUP
+    job = plan(input_dir, output_dir, settings)
+    lazy = LazyRegistration(registration, settings.config_file, settings.config_source)
+    context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
+    outcomes = run_cases(context, job.cases)
+    failed = job.failed + [o.label for o in outcomes if o.seconds is None]
+    timings = {o.timings_key: o.seconds for o in outcomes if o.seconds is not None and o.timings_key}
+    if job.write_timings and timings:
+        extra = {} if lazy.load_seconds is None else {"model_load_seconds": round(lazy.load_seconds, 3)}
+        write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, cv.TIMINGS_NAME))
+    ok = sum(o.seconds is not None for o in outcomes)
+    seconds = time.perf_counter() - t_run
+    per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
+    log.info("summary: %d ok, %d failed, total %.1fs%s, %s%s", ok, len(failed), seconds, per_pair,
+             logs.memory_summary(), f" (failed: {', '.join(failed)})" if failed else "")
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+def run_cases(context: RunContext, jobs: list) -> list:
+    """Every case in order, the next one read ahead while this one registers when I/O overlaps; the
+    PairOutcome of every pair once all writes are done."""
+    reads, futures = {}, []
+
+    def read_ahead_after(index):
+        if index + 1 < len(jobs) and context.io.overlapping and index + 1 not in reads:
+            reads[index + 1] = context.io.read(cases.read_case, jobs[index + 1].files)
+
+    try:
+        for index, job in enumerate(jobs):
+            futures += cases.process_case(context, job, reads.pop(index, None), lambda: read_ahead_after(index))
+    finally:
+        context.io.close()
+    return [future.result() for future in futures]
