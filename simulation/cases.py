@@ -15,7 +15,7 @@ ReMIND-022 patient).  Construction (exact by design, no inverse needed for the i
    back the same way.  Hence for every fixed point p, the MR structure at p + u(p) is what the iUS shows at p.
 5. Landmarks: salient MR points q (structure-tensor corners) inside the fan, away from the cavity; the
    fixed point p solves p + u(p) = q (analytic, fixed-point iteration), the moving landmark written is
-   p + u_grid(p) (trilinear sample of the written field, equal to q within ~1e-4 voxel).
+   p + u_grid(p) (trilinear sample of the written field; its distance to q is in docs/SIMULATION.md).
 The inverse field (moving -> fixed) can be computed with fields.invert_field (fixed-point iteration).
 """
 from __future__ import annotations
@@ -144,8 +144,8 @@ class BrainShift:
         self.amp_s, self.amp_c, self.lam = amp_s, amp_c, lam
 
     def with_lam(self, lam):
-        b = BrainShift(**{k: v for k, v in self.__dict__.items() if k != "lam"}, lam=lam)
-        return b
+        """The same shift with the non-rigid amplitude lam (sinking and bumps; not the collapse or the rigid part)."""
+        return BrainShift(**{k: v for k, v in self.__dict__.items() if k != "lam"}, lam=lam)
 
     def _gauss(self, axes, centre, sigma):
         """Separable Gaussian on a grid given as three 1-D coordinate arrays."""
@@ -204,6 +204,188 @@ def draw_target_tre(rng) -> float:
     return float(np.clip(rng.lognormal(np.log(5.0) - sd_log ** 2 / 2, sd_log), 2.5, 10.0))
 
 
+# ----------------------------------------------------------------------------- case stages
+class _Grid:
+    """The fixed grid's size: shape, isotropic spacing (mm), field of view (mm) and the scene scale.
+
+    Scene lengths are given for the ReMIND2Reg box (128 mm) and multiplied by `scale` = FOV / 128 mm, so a
+    small grid at coarse spacing is the same scene at low resolution."""
+
+    def __init__(self, shape, spacing):
+        if isinstance(shape, (int, np.integer)):
+            shape = (int(shape),) * 3
+        self.shape = tuple(int(n) for n in shape)
+        self.sp = float(spacing)
+        self.fov = np.asarray(self.shape) * self.sp
+        self.scale = float(self.fov.min() / REF_FOV_MM)
+        self.mm = 1.0 / self.sp                     # one millimetre in voxels
+
+
+def _anatomy_with_tumour(anatomy: str, rng) -> dict:
+    """The pre-operative source anatomy; a template without a tumour gets a synthetic one."""
+    src = load_anatomy(anatomy)
+    if not src["real_tumour"] or src["tumour"].sum() == 0:
+        src = add_synthetic_tumour(src, rng)
+    return src
+
+
+def _source_to_world(src, vox):
+    affine = src["affine"]
+    return vox @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _craniotomy_and_beam(src, cavity_centre_src, grid: _Grid, rng):
+    """World position of the craniotomy (a brain-surface point near the cavity) and the beam direction.
+
+    The surgeon opens where the tumour is closest to the surface: the entry is drawn among the surface points
+    within 8 mm of the closest one, and the beam aims at the cavity with a hand-held tilt of up to 12 degrees."""
+    cavity_world = _source_to_world(src, cavity_centre_src)
+    surface = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
+    surface_world = _source_to_world(src, surface.astype(np.float64))
+    dist = np.linalg.norm(surface_world - cavity_world, axis=1)
+    candidates = np.nonzero(dist < dist.min() + 8.0 * max(grid.scale, 0.5))[0]
+    entry_world = surface_world[candidates[rng.integers(len(candidates))]]
+    beam = _tilt(_unit(cavity_world - entry_world), rng, 12.0)
+    return entry_world, beam
+
+
+def _oblique_fixed_grid(entry_world, beam, src, grid: _Grid, rng):
+    """Voxel-to-world affine of the fixed grid, its axis directions (world, columns i, j, k), the apex in fixed
+    voxels and the fixed-to-source voxel map.
+
+    Like the organisers' grids: oblique and case-specific, the third index axis roughly along the beam (within
+    20 degrees), a random in-plane angle, and the probe apex near the middle of the k = 0 face, 4 mm inside."""
+    apex_world = entry_world - 2.0 * beam          # probe face just above the cortex (saline coupling)
+    k_dir = _tilt(beam, rng, 20.0)
+    e1, e2 = _perp_frame(k_dir)
+    phi = rng.uniform(0, 2 * np.pi)
+    i_dir = np.cos(phi) * e1 + np.sin(phi) * e2
+    j_dir = np.cross(k_dir, i_dir)
+    directions = np.stack([i_dir, j_dir, k_dir], axis=1)   # columns = world directions of i, j, k
+    if np.linalg.det(directions) < 0:
+        directions[:, 1] *= -1
+    shape, sp = grid.shape, grid.sp
+    apex_vox = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 4.0 * grid.scale / sp])
+    affine = np.eye(4)
+    affine[:3, :3] = directions * sp
+    affine[:3, 3] = apex_world - directions @ (apex_vox * sp)
+    fixed_to_src = np.linalg.inv(src["affine"]) @ affine
+    return affine, directions, apex_vox, fixed_to_src
+
+
+def _draw_fan(apex_vox, beam_vox, grid: _Grid, rng) -> dict:
+    """A 3-D probe's pyramid-like sector (fixed voxel units) reaching most of the box depth."""
+    return dict(apex=apex_vox, axis=beam_vox,
+                depth=float(rng.uniform(0.86, 0.95) * grid.fov[2] / grid.sp),
+                half_lat=float(np.deg2rad(rng.uniform(36, 44))),
+                half_elev=float(np.deg2rad(rng.uniform(30, 38))),
+                lat_dir=float(rng.uniform(0, np.pi)))
+
+
+def _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src_spacing, grid: _Grid, rng):
+    """The deformation model with its random parameters; the non-rigid amplitude (lam) is set later.
+
+    Sinking along gravity (within 25 degrees of the beam) is largest at the craniotomy; the cavity collapse
+    is radial around the cavity centre; four smooth bumps add irregularity; a small rigid part stands for
+    the navigation error."""
+    mm, fov, scale = grid.mm, grid.fov, grid.scale
+    gravity_vox = directions.T @ _tilt(beam, rng, 25.0)
+    cavity_radius = (3 * cavity_src.sum() * np.prod(src_spacing) / (4 * np.pi)) ** (1 / 3)   # equal volume
+    n_bumps = 4
+    bump_centres = apex_vox + rng.uniform(-0.35, 0.35, (n_bumps, 3)) * fov / grid.sp \
+        + np.array([0, 0, 0.3]) * fov / grid.sp
+    sig_c = (cavity_radius + rng.uniform(5, 9)) * mm
+    shift = BrainShift(
+        apex=apex_vox, g=gravity_vox, cc=cavity_centre_fixed,
+        sig_s=rng.uniform(55, 80) * scale * mm, sig_c=sig_c,
+        rbf_c=bump_centres, rbf_s=rng.uniform(22, 34, n_bumps) * scale * mm,
+        rbf_a=rng.normal(0, 0.15, (n_bumps, 3)) * mm,
+        rot=np.deg2rad(rng.normal(0, 0.7, 3)), trans=rng.normal(0, 0.7, 3) * scale * mm,
+        amp_s=1.0 * mm, amp_c=0.0)
+    # the collapse keeps its drawn size (it is not scaled by lam); capped so that it cannot fold
+    shift.amp_c = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
+    return shift
+
+
+def _landmark_candidates(src, cavity_src, fixed_to_src, fan, grid: _Grid):
+    """Salient pre-operative points (fixed voxels), best first: inside the fan, away from the cavity,
+    at least 8 mm apart (at most 40)."""
+    from scipy.spatial import cKDTree
+    mm, scale = grid.mm, grid.scale
+    peaks = src["peaks"]
+    peaks = peaks[src["tumour"][tuple(peaks.T)] < 0.5]
+    cavity_mm = np.argwhere(cavity_src > 0.5) * src["spacing"]
+    far = cKDTree(cavity_mm).query(peaks * src["spacing"])[0] > 6.0
+    peaks = peaks[far & (src["depth"][tuple(peaks.T)] > 2.0)]
+    q_all = (peaks - fixed_to_src[:3, 3]) @ np.linalg.inv(fixed_to_src[:3, :3]).T
+    inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
+    inside &= np.all((q_all > 3) & (q_all < np.asarray(grid.shape) - 4), axis=1)
+    q_all, saliency = q_all[inside], src["saliency"][tuple(peaks[inside].T)]
+    chosen = []
+    separation = 8.0 * scale * mm
+    for i in np.argsort(-saliency):
+        if all(np.linalg.norm(q_all[i] - q_all[j]) > separation for j in chosen):
+            chosen.append(i)
+        if len(chosen) >= 40:
+            break
+    return q_all[chosen]
+
+
+def _scale_shift_to_target(shift: BrainShift, q_calibration, target_mm, grid: _Grid):
+    """Scale the non-rigid amplitude so that the mean landmark displacement is the target (bisection), then
+    shrink it until the sampled field is safely invertible (min det J >= 0.3). Returns (shift, u, min det J)."""
+    def mean_displacement_mm(lam):
+        moved = shift.with_lam(lam)
+        p = moved.invert_points(q_calibration)
+        return float(np.linalg.norm(q_calibration - p, axis=1).mean() * grid.sp)
+
+    lo, hi = 0.0, 2.0
+    while mean_displacement_mm(hi) < target_mm and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mean_displacement_mm(mid) < target_mm else (lo, mid)
+    lam = 0.5 * (lo + hi)
+    shift = shift.with_lam(lam)
+    u = shift.grid(grid.shape)
+    step = max(1, grid.shape[0] // 48)             # a coarse check is enough for these smooth fields
+    jmin = jacobian_det_min(u, step)
+    while jmin < 0.3:
+        lam *= 0.8
+        shift = shift.with_lam(lam)
+        u = shift.grid(grid.shape)
+        jmin = jacobian_det_min(u, step)
+    return shift, u, jmin
+
+
+def _place_landmarks(shift: BrainShift, u, q, fan, n_landmarks, grid: _Grid):
+    """Fixed points p with p + u(p) = q that are still in the fan after the shift; the moving landmark written
+    is p + u_grid(p), exact for the written field. Returns (p, moving, the analytic q of the kept points)."""
+    mm, scale = grid.mm, grid.scale
+    p = shift.invert_points(q)
+    keep = ultrasound.in_fan(p, fan, margin_vox=3.0 * scale * mm, min_depth_vox=6.0 * scale * mm)
+    keep &= np.all((p > 1) & (p < np.asarray(grid.shape) - 2), axis=1)
+    p = p[keep][:n_landmarks]
+    q_kept = q[keep][:n_landmarks]
+    return p, p + sample_field(u, p), q_kept
+
+
+def _moving_mr(src, fixed_to_src, anatomy, seed, grid: _Grid):
+    """The pre-operative ceT1 and T2 resampled onto the fixed grid, undeformed."""
+    def resample(vol):
+        return ndimage.affine_transform(vol, fixed_to_src[:3, :3], fixed_to_src[:3, 3], output_shape=grid.shape,
+                                        order=1, mode="constant", cval=0.0).astype(np.float32)
+
+    t1 = resample(src["t1"])
+    t2 = resample(src["t2"])
+    if anatomy == "mni152":  # the template is an average: add MR-like noise
+        mr_noise = np.random.default_rng([int(seed), 11])
+        for img, level in ((t1, 2.0), (t2, 3.0)):
+            img += (mr_noise.normal(0, level, grid.shape) * (img > 0)).astype(np.float32)
+            np.maximum(img, 0, out=img)
+    return t1, t2
+
+
 # ----------------------------------------------------------------------------- main entry
 def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256), spacing: float = 0.5,
                         target_tre_mm: float | None = None, n_landmarks: int | None = None,
@@ -216,160 +398,39 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     Returns dict(fixed, moving={"ceT1","T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
     true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
     """
+    # one random stream for the scene, drawn in this order (the MR noise and the iUS have their own)
     rng = np.random.default_rng([int(seed), 7])
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),) * 3
-    shape = tuple(int(n) for n in shape)
-    sp = float(spacing)
-    fov = np.asarray(shape) * sp
-    scale = float(fov.min() / REF_FOV_MM)
+    grid = _Grid(shape, spacing)
+    src = _anatomy_with_tumour(anatomy, rng)
+    cavity_src, rim_src, cavity_centre_src = cavity_map(src, rng)
 
-    src = load_anatomy(anatomy)
-    if not src["real_tumour"] or src["tumour"].sum() == 0:
-        src = add_synthetic_tumour(src, rng)
-    cav_src, rim_src, cav_centre_src = cavity_map(src, rng)
-    A_src = src["affine"]
-    to_world = lambda v: v @ A_src[:3, :3].T + A_src[:3, 3]
+    entry_world, beam = _craniotomy_and_beam(src, cavity_centre_src, grid, rng)
+    affine, directions, apex_vox, fixed_to_src = _oblique_fixed_grid(entry_world, beam, src, grid, rng)
+    fan = _draw_fan(apex_vox, directions.T @ beam, grid, rng)
 
-    # craniotomy: a brain-surface point near the tumour (among the closest 8 mm band)
-    tc_w = to_world(cav_centre_src)
-    surf = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
-    surf_w = to_world(surf.astype(np.float64))
-    dist = np.linalg.norm(surf_w - tc_w, axis=1)
-    cand = np.nonzero(dist < dist.min() + 8.0 * max(scale, 0.5))[0]
-    entry_w = surf_w[cand[rng.integers(len(cand))]]
-    b = _unit(tc_w - entry_w)
-    b = _tilt(b, rng, 12.0)
-    apex_w = entry_w - 2.0 * b                 # probe face just above the cortex (saline coupling)
+    cavity_centre_fixed = np.linalg.solve(fixed_to_src[:3, :3], cavity_centre_src - fixed_to_src[:3, 3])
+    shift = _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src["spacing"], grid,
+                              rng)
+    target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * grid.scale
 
-    # oblique fixed grid: third index axis roughly along the beam, random tilt and in-plane angle
-    kdir = _tilt(b, rng, 20.0)
-    e1, e2 = _perp_frame(kdir)
-    phi = rng.uniform(0, 2 * np.pi)
-    idir = np.cos(phi) * e1 + np.sin(phi) * e2
-    jdir = np.cross(kdir, idir)
-    D = np.stack([idir, jdir, kdir], axis=1)   # columns = world directions of i, j, k
-    if np.linalg.det(D) < 0:
-        D[:, 1] *= -1
-    # place the apex near the middle of the k=0 face (4 mm inside)
-    apex_vox = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 4.0 * scale / sp])
-    origin = apex_w - D @ (apex_vox * sp)
-    affine = np.eye(4)
-    affine[:3, :3] = D * sp
-    affine[:3, 3] = origin
-    fix_to_src = np.linalg.inv(A_src) @ affine  # fixed voxel -> source voxel
-
-    # ultrasound fan (in fixed voxel coordinates)
-    b_vox = D.T @ b
-    fan = dict(apex=apex_vox, axis=b_vox,
-               depth=float(rng.uniform(0.86, 0.95) * fov[2] / sp),
-               half_lat=float(np.deg2rad(rng.uniform(36, 44))),
-               half_elev=float(np.deg2rad(rng.uniform(30, 38))),
-               lat_dir=float(rng.uniform(0, np.pi)))
-
-    # ground-truth deformation (fixed voxel units)
-    g_vox = D.T @ _tilt(b, rng, 25.0)
-    cc_vox = np.linalg.solve(fix_to_src[:3, :3], cav_centre_src - fix_to_src[:3, 3])
-    cav_r = (3 * cav_src.sum() * np.prod(src["spacing"]) / (4 * np.pi)) ** (1 / 3)
-    mm = 1.0 / sp
-    n_rbf = 4
-    rbf_c = apex_vox + rng.uniform(-0.35, 0.35, (n_rbf, 3)) * fov / sp + np.array([0, 0, 0.3]) * fov / sp
-    sig_c = (cav_r + rng.uniform(5, 9)) * mm
-    shift = BrainShift(
-        apex=apex_vox, g=g_vox, cc=cc_vox,
-        sig_s=rng.uniform(55, 80) * scale * mm, sig_c=sig_c,
-        rbf_c=rbf_c, rbf_s=rng.uniform(22, 34, n_rbf) * scale * mm,
-        rbf_a=rng.normal(0, 0.15, (n_rbf, 3)) * mm,
-        rot=np.deg2rad(rng.normal(0, 0.7, 3)), trans=rng.normal(0, 0.7, 3) * scale * mm,
-        amp_s=1.0 * mm,
-        # collapse is not scaled by lam: amp_c (voxels) * lam(=1 at scale) ~ 1.5-3 mm, below 0.3 sig_c
-        amp_c=0.0)
-    amp_c_vox = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
-    target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * scale
-
-    # landmark candidates: salient pre-op points inside the fan, away from the cavity
-    sal = src["saliency"]
-    pk = src["peaks"]
-    pk = pk[src["tumour"][tuple(pk.T)] < 0.5]
-    from scipy.spatial import cKDTree
-    cav_pts = np.argwhere(cav_src > 0.5) * src["spacing"]
-    far = cKDTree(cav_pts).query(pk * src["spacing"])[0] > 6.0
-    pk = pk[far & (src["depth"][tuple(pk.T)] > 2.0)]
-    q_all = (pk - fix_to_src[:3, 3]) @ np.linalg.inv(fix_to_src[:3, :3]).T  # source -> fixed voxel
-    inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
-    inside &= np.all((q_all > 3) & (q_all < np.asarray(shape) - 4), axis=1)
-    q_all, s_all = q_all[inside], sal[tuple(pk[inside].T)]
-    order = np.argsort(-s_all)
-    chosen = []
-    sep = 8.0 * scale * mm
-    for i in order:
-        if all(np.linalg.norm(q_all[i] - q_all[j]) > sep for j in chosen):
-            chosen.append(i)
-        if len(chosen) >= 40:
-            break
-    q = q_all[chosen]
+    q = _landmark_candidates(src, cavity_src, fixed_to_src, fan, grid)
     n_lm = int(rng.integers(10, 21)) if n_landmarks is None else int(n_landmarks)
     if len(q) < 3:
         raise RuntimeError("too few landmark candidates inside the fan")
-    q_cal = q[: max(n_lm, 3)]
+    shift, u, jmin = _scale_shift_to_target(shift, q[: max(n_lm, 3)], target, grid)
+    p, moving_lm, q_kept = _place_landmarks(shift, u, q, fan, n_lm, grid)
 
-    def mean_tre(lam):
-        s = shift.with_lam(lam)
-        p = s.invert_points(q_cal)
-        return float(np.linalg.norm(q_cal - p, axis=1).mean() * sp)
+    t1, t2 = _moving_mr(src, fixed_to_src, anatomy, seed, grid)
+    us, fan_mask, us_info = ultrasound.render(src, cavity_src, rim_src, fixed_to_src, u, fan, grid.sp,
+                                              grid.shape, np.random.default_rng([int(seed), 13]), us_params)
 
-    shift.amp_c = amp_c_vox
-    lo, hi = 0.0, 2.0
-    while mean_tre(hi) < target and hi < 64:
-        lo, hi = hi, hi * 2
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mean_tre(mid) < target else (lo, mid)
-    lam = 0.5 * (lo + hi)
-    # keep it safely invertible
-    shift = shift.with_lam(lam)
-    u = shift.grid(shape)
-    step = max(1, shape[0] // 48)
-    jmin = jacobian_det_min(u, step)
-    while jmin < 0.3:
-        lam *= 0.8
-        shift = shift.with_lam(lam)
-        u = shift.grid(shape)
-        jmin = jacobian_det_min(u, step)
-
-    # landmarks: p + u(p) = q, keep those still in the fan and away from the cavity after the shift
-    p = shift.invert_points(q)
-    okp = ultrasound.in_fan(p, fan, margin_vox=3.0 * scale * mm, min_depth_vox=6.0 * scale * mm)
-    okp &= np.all((p > 1) & (p < np.asarray(shape) - 2), axis=1)
-    p = p[okp][:n_lm]
-    q_sel = q[okp][:n_lm]
-    moving_lm = p + sample_field(u, p)            # == q_sel up to trilinear-vs-analytic (~1e-4 vox)
-
-    # MR images: pre-operative anatomy on the fixed grid, unchanged
-    def resample(vol, order=1, coords=None):
-        if coords is None:
-            return ndimage.affine_transform(vol, fix_to_src[:3, :3], fix_to_src[:3, 3], output_shape=shape,
-                                            order=order, mode="constant", cval=0.0).astype(np.float32)
-        return ndimage.map_coordinates(vol, coords, order=order, mode="constant", cval=0.0).astype(np.float32)
-
-    mr_noise = np.random.default_rng([int(seed), 11])
-    t1 = resample(src["t1"])
-    t2 = resample(src["t2"])
-    if anatomy == "mni152":  # the template is an average: add MR-like noise
-        for img, lvl in ((t1, 2.0), (t2, 3.0)):
-            img += (mr_noise.normal(0, lvl, shape) * (img > 0)).astype(np.float32)
-            np.maximum(img, 0, out=img)
-
-    us, fan_mask, us_info = ultrasound.render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape,
-                                               np.random.default_rng([int(seed), 13]), us_params)
-
-    init_tre = np.linalg.norm((moving_lm - p) * sp, axis=1)
+    sp = grid.sp
     return dict(
         fixed=us, moving={"ceT1": t1, "T2": t2}, spacing=(sp, sp, sp), affine=affine,
         fixed_landmarks=p.astype(np.float64), moving_landmarks=moving_lm.astype(np.float64),
         true_displacement=u, fan_mask=fan_mask, fan=fan, min_jacobian=jmin,
-        initial_tre_mm=init_tre, target_tre_mm=target, anatomy=anatomy, seed=int(seed),
-        landmark_grid_vs_analytic_vox=float(np.abs(moving_lm - q_sel).max()),
+        initial_tre_mm=np.linalg.norm((moving_lm - p) * sp, axis=1), target_tre_mm=target, anatomy=anatomy,
+        seed=int(seed), landmark_grid_vs_analytic_vox=float(np.abs(moving_lm - q_kept).max()),
         source=f"SIMULATED iUS from real MRI anatomy ({anatomy}); deformation synthetic", **us_info)
 
 
