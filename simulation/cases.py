@@ -49,16 +49,27 @@ def _perp_frame(b):
     return e1, e2
 
 
-def _tilt(b, rng, max_deg):
+def _tilt(b, rng, max_deg, min_deg=0.0):
+    """b tilted by a random angle in [min_deg, max_deg) towards a random direction."""
     e1, e2 = _perp_frame(b)
-    ang = np.deg2rad(rng.uniform(0, max_deg))
+    ang = np.deg2rad(rng.uniform(min_deg, max_deg))
     phi = rng.uniform(0, 2 * np.pi)
     return _unit(np.cos(ang) * b + np.sin(ang) * (np.cos(phi) * e1 + np.sin(phi) * e2))
 
 
 # ----------------------------------------------------------------------------- tumour and cavity
-def add_synthetic_tumour(src: dict, rng) -> dict:
-    """Copy of a tumour-free anatomy with a synthetic glioma (enhancing rim, necrotic core, oedema)."""
+# the synthetic glioma's pre-operative look: radius range (mm); ceT1 of the enhancing rim, of a non-enhancing
+# rim and of the necrotic core (x median WM); core extent (level < core_level, 1 = the tumour border);
+# oedema T1 darkening and T2 gain; enhancing: None = drawn (75 % enhance), True/False = forced (stress cases)
+TUMOUR_LOOK = dict(radius_mm=(7.0, 13.0), rim=1.35, rim_non_enhancing=0.8, core=0.55, core_level=0.6,
+                   oedema_t1=0.15, oedema_t2=90.0, enhancing=None)
+
+
+def add_synthetic_tumour(src: dict, rng, look: dict | None = None) -> dict:
+    """Copy of a tumour-free anatomy with a synthetic glioma (enhancing rim, necrotic core, oedema).
+
+    look: overrides of TUMOUR_LOOK. With a look, the copy also holds "tumour_core" (the necrotic core mask)."""
+    L = dict(TUMOUR_LOOK, **(look or {}))
     s = dict(src)
     brain, depth = src["brain"] > 0.5, src["depth"]
     aff = src["affine"]
@@ -67,7 +78,7 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
     ok = (np.abs(world[:, 0]) > 20) & (world[:, 2] > 0) & (world[:, 2] < 60) & (world[:, 1] > -80)
     idx = idx[ok]
     c = idx[rng.integers(len(idx))].astype(np.float64)
-    radius = rng.uniform(7.0, 13.0)
+    radius = rng.uniform(*L["radius_mm"])
     shape = src["t1"].shape
     lo = np.maximum(np.floor(c - 2.2 * radius).astype(int), 0)
     hi = np.minimum(np.ceil(c + 2.2 * radius).astype(int) + 1, shape)
@@ -82,7 +93,7 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
     noise /= noise.std() + 1e-9
     level = rr + 0.12 * noise
     tum = (level < 1.0).astype(np.float32) * brain[sl]
-    core = (level < 0.6).astype(np.float32) * tum
+    core = (level < L["core_level"]).astype(np.float32) * tum
     rim = tum - core
     oedema = np.clip((1.7 - level) / 0.7, 0, 1) * (1 - tum) * src["wm"][sl]
     wm_t1 = np.median(src["t1"][src["wm"] > 0.9])
@@ -90,17 +101,24 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
         s[key] = src[key].copy()
     t1, t2 = s["t1"][sl], s["t2"][sl]
     enh = rng.uniform(0.0, 1.0) > 0.25
-    t1[:] = t1 * (1 - tum) + tum * (0.55 * wm_t1 * core / np.maximum(tum, 1e-6)
-                                   + (1.35 if enh else 0.8) * wm_t1 * rim / np.maximum(tum, 1e-6))
-    t1[:] = t1 * (1 - 0.15 * oedema)
+    if L["enhancing"] is not None:
+        enh = bool(L["enhancing"])
+    t1[:] = t1 * (1 - tum) + tum * (L["core"] * wm_t1 * core / np.maximum(tum, 1e-6)
+                                   + (L["rim"] if enh else L["rim_non_enhancing"]) * wm_t1 * rim
+                                   / np.maximum(tum, 1e-6))
+    t1[:] = t1 * (1 - L["oedema_t1"] * oedema)
     t2[:] = t2 * (1 - tum) + tum * (230.0 * core + 170.0 * rim) / np.maximum(tum, 1e-6) * (tum > 0)
-    t2[:] = t2 + oedema * 90.0
+    t2[:] = t2 + oedema * L["oedema_t2"]
     s["tumour"][sl] = np.maximum(s["tumour"][sl], tum)
+    if look is not None:
+        s["tumour_core"] = np.zeros(shape, np.float32)
+        s["tumour_core"][sl] = core
     return s
 
 
-def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
-    """Resection cavity (pre-operative source space): tumour + irregular margin. Returns (cavity, rim, centre_vox)."""
+def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0), rim_mm=1.3):
+    """Resection cavity (pre-operative source space): tumour + irregular margin of margin_mm, and its
+    hyperechoic rim of mean thickness rim_mm. Returns (cavity, rim, centre_vox)."""
     full_tum = src["tumour"] > 0.5
     sp = src["spacing"]
     # work in a box around the tumour (speed); the returned maps are full-size
@@ -121,7 +139,7 @@ def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
     dout = ndimage.distance_transform_edt(~cav, sampling=sp)
     noise2 = ndimage.gaussian_filter(rng.normal(size=tum.shape).astype(np.float32), 1.2)
     noise2 /= noise2.std() + 1e-9
-    thick = 1.3 + 0.9 * noise2
+    thick = rim_mm + 0.9 * noise2
     rim = np.clip(1.0 - dout / np.maximum(thick, 0.2), 0, 1) * (~cav)
     rim *= np.clip(0.8 + 0.5 * noise2, 0.2, 1.6)
     centre = np.argwhere(cav).mean(0) + lo
@@ -130,6 +148,33 @@ def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
     cav_full[box] = cav
     rim_full[box] = rim
     return cav_full, rim_full, centre
+
+
+def cavity_contents(src: dict, cavity_src, rng, blood_fraction: float, haemostat_fraction: float,
+                    haemostat_mm: float = 2.0):
+    """What a fresh cavity holds besides saline (source grid): blood clots (echogenic blobs, ~2 mm, filling
+    blood_fraction of the cavity) and haemostatic material lining the wall (patches within haemostat_mm of it,
+    haemostat_fraction of that lining; very bright and shadowing in iUS). Returns (blood, haemostat), float32."""
+    sp = src["spacing"]
+    pad = np.ceil(3.0 / sp).astype(int)
+    nz = np.argwhere(cavity_src > 0.5)
+    lo = np.maximum(nz.min(0) - pad, 0)
+    hi = np.minimum(nz.max(0) + pad + 1, cavity_src.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    cav = cavity_src[box] > 0.5
+    blood = np.zeros(cav.shape, np.float32)
+    haemostat = np.zeros(cav.shape, np.float32)
+    if blood_fraction > 0:
+        noise = ndimage.gaussian_filter(rng.normal(size=cav.shape).astype(np.float32), 2.0 / sp)
+        clot = cav & (noise > np.quantile(noise[cav], 1 - blood_fraction))
+        blood = ndimage.gaussian_filter(clot.astype(np.float32), 0.5 / sp) * cav   # soft clot borders
+    if haemostat_fraction > 0:
+        lining = cav & (ndimage.distance_transform_edt(cav, sampling=sp) <= haemostat_mm)
+        noise = ndimage.gaussian_filter(rng.normal(size=cav.shape).astype(np.float32), 3.0 / sp)
+        haemostat = (lining & (noise > np.quantile(noise[lining], 1 - haemostat_fraction))).astype(np.float32)
+    full = [np.zeros(cavity_src.shape, np.float32) for _ in range(2)]
+    full[0][box], full[1][box] = blood, haemostat
+    return full[0], full[1]
 
 
 # ----------------------------------------------------------------------------- deformation
@@ -221,11 +266,11 @@ class _Grid:
         self.mm = 1.0 / self.sp                     # one millimetre in voxels
 
 
-def _anatomy_with_tumour(anatomy: str, rng) -> dict:
-    """The pre-operative source anatomy; a template without a tumour gets a synthetic one."""
+def _anatomy_with_tumour(anatomy: str, rng, look: dict | None = None) -> dict:
+    """The pre-operative source anatomy; a template without a tumour gets a synthetic one (with `look`)."""
     src = load_anatomy(anatomy)
     if not src["real_tumour"] or src["tumour"].sum() == 0:
-        src = add_synthetic_tumour(src, rng)
+        src = add_synthetic_tumour(src, rng, look)
     return src
 
 
@@ -234,19 +279,46 @@ def _source_to_world(src, vox):
     return vox @ affine[:3, :3].T + affine[:3, 3]
 
 
-def _craniotomy_and_beam(src, cavity_centre_src, grid: _Grid, rng):
+def _craniotomy_and_beam(src, cavity_centre_src, grid: _Grid, rng, edge: dict | None = None):
     """World position of the craniotomy (a brain-surface point near the cavity) and the beam direction.
 
     The surgeon opens where the tumour is closest to the surface: the entry is drawn among the surface points
-    within 8 mm of the closest one, and the beam aims at the cavity with a hand-held tilt of up to 12 degrees."""
+    within 8 mm of the closest one, and the beam aims at the cavity with a hand-held tilt of up to 12 degrees.
+    edge (stress cases): the entry is drawn in a band farther out (entry_band_mm beyond the closest point) and
+    the beam is tilted by a further tilt_deg towards where the brain ends, so that the fan looks along the
+    brain's edge."""
     cavity_world = _source_to_world(src, cavity_centre_src)
     surface = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
     surface_world = _source_to_world(src, surface.astype(np.float64))
     dist = np.linalg.norm(surface_world - cavity_world, axis=1)
-    candidates = np.nonzero(dist < dist.min() + 8.0 * max(grid.scale, 0.5))[0]
+    if edge is None:
+        candidates = np.nonzero(dist < dist.min() + 8.0 * max(grid.scale, 0.5))[0]
+    else:
+        near, far = (dist.min() + b * max(grid.scale, 0.5) for b in edge["entry_band_mm"])
+        candidates = np.nonzero((dist >= near) & (dist < far))[0]
     entry_world = surface_world[candidates[rng.integers(len(candidates))]]
     beam = _tilt(_unit(cavity_world - entry_world), rng, 12.0)
+    if edge is not None:
+        beam = _tilt_towards_brain_edge(src, entry_world, beam, edge["tilt_deg"])
     return entry_world, beam
+
+
+def _tilt_towards_brain_edge(src, entry_world, beam, tilt_deg, reach_mm=60.0):
+    """The beam tilted by tilt_deg towards the azimuth (of 16) whose ray from the entry leaves the brain most
+    within reach_mm: a fan that looks along the brain's edge rather than into its depth."""
+    e1, e2 = _perp_frame(beam)
+    angle = np.deg2rad(tilt_deg)
+    to_src = np.linalg.inv(src["affine"])
+    steps = np.arange(5.0, reach_mm, 1.0)
+    best, best_outside = beam, -1.0
+    for phi in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        ray = _unit(np.cos(angle) * beam + np.sin(angle) * (np.cos(phi) * e1 + np.sin(phi) * e2))
+        world = entry_world + steps[:, None] * ray
+        vox = world @ to_src[:3, :3].T + to_src[:3, 3]
+        outside = float((ndimage.map_coordinates(src["brain"], vox.T, order=1) < 0.5).mean())
+        if outside > best_outside:
+            best, best_outside = ray, outside
+    return best
 
 
 def _oblique_fixed_grid(entry_world, beam, src, grid: _Grid, rng):
@@ -273,21 +345,30 @@ def _oblique_fixed_grid(entry_world, beam, src, grid: _Grid, rng):
     return affine, directions, apex_vox, fixed_to_src
 
 
-def _draw_fan(apex_vox, beam_vox, grid: _Grid, rng) -> dict:
-    """A 3-D probe's pyramid-like sector (fixed voxel units) reaching most of the box depth."""
-    return dict(apex=apex_vox, axis=beam_vox,
-                depth=float(rng.uniform(0.86, 0.95) * grid.fov[2] / grid.sp),
-                half_lat=float(np.deg2rad(rng.uniform(36, 44))),
-                half_elev=float(np.deg2rad(rng.uniform(30, 38))),
-                lat_dir=float(rng.uniform(0, np.pi)))
+def _draw_fan(apex_vox, beam_vox, grid: _Grid, rng, small: dict | None = None) -> dict:
+    """A 3-D probe's pyramid-like sector (fixed voxel units) reaching most of the box depth; `small` (stress
+    cases) sets a narrower and shorter one (a small probe footprint or a shallow depth setting)."""
+    fan = dict(apex=apex_vox, axis=beam_vox,
+               depth=float(rng.uniform(0.86, 0.95) * grid.fov[2] / grid.sp),
+               half_lat=float(np.deg2rad(rng.uniform(36, 44))),
+               half_elev=float(np.deg2rad(rng.uniform(30, 38))),
+               lat_dir=float(rng.uniform(0, np.pi)))
+    if small is not None:
+        fan.update(depth=float(small["depth_fraction"] * grid.fov[2] / grid.sp),
+                   half_lat=float(np.deg2rad(small["half_lat_deg"])),
+                   half_elev=float(np.deg2rad(small["half_elev_deg"])))
+    return fan
 
 
-def _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src_spacing, grid: _Grid, rng):
+def _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src_spacing, grid: _Grid, rng,
+                      offset: dict | None = None):
     """The deformation model with its random parameters; the non-rigid amplitude (lam) is set later.
 
     Sinking along gravity (within 25 degrees of the beam) is largest at the craniotomy; the cavity collapse
     is radial around the cavity centre; four smooth bumps add irregularity; a small rigid part stands for
-    the navigation error."""
+    the navigation error. offset (stress cases): a larger navigation error (navigation_mm along
+    navigation_direction, fixed voxel axes) and a sinking sinking_width times wider, so that a 10-15 mm mean
+    displacement stays invertible."""
     mm, fov, scale = grid.mm, grid.fov, grid.scale
     gravity_vox = directions.T @ _tilt(beam, rng, 25.0)
     cavity_radius = (3 * cavity_src.sum() * np.prod(src_spacing) / (4 * np.pi)) ** (1 / 3)   # equal volume
@@ -304,6 +385,9 @@ def _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_sr
         amp_s=1.0 * mm, amp_c=0.0)
     # the collapse keeps its drawn size (it is not scaled by lam); capped so that it cannot fold
     shift.amp_c = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
+    if offset is not None:
+        shift.trans = shift.trans + np.asarray(offset["navigation_direction"]) * offset["navigation_mm"] * scale * mm
+        shift.sig_s = shift.sig_s * offset["sinking_width"]
     return shift
 
 
@@ -386,10 +470,21 @@ def _moving_mr(src, fixed_to_src, anatomy, seed, grid: _Grid):
     return t1, t2
 
 
+def _tumour_on_fixed_grid(src, fixed_to_src, grid: _Grid) -> dict:
+    """The pre-operative tumour (and its necrotic core, when synthetic) on the fixed grid, as uint8 masks
+    (nearest neighbour): where the moving MR shows the tumour; for checking stress cases."""
+    out = {}
+    for key in ("tumour", "tumour_core"):
+        if key in src:
+            out[key + "_mask"] = ndimage.affine_transform(src[key], fixed_to_src[:3, :3], fixed_to_src[:3, 3],
+                                                          output_shape=grid.shape, order=0) > 0.5
+    return out
+
+
 # ----------------------------------------------------------------------------- main entry
 def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256), spacing: float = 0.5,
                         target_tre_mm: float | None = None, n_landmarks: int | None = None,
-                        us_params: dict | None = None) -> dict:
+                        us_params: dict | None = None, stress: dict | None = None) -> dict:
     """One simulated post-resection case (SIMULATED iUS, real MRI anatomy) with exact ground truth.
 
     shape, spacing: fixed grid (isotropic).  The field of view is shape*spacing; lengths of the scene
@@ -397,20 +492,22 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     64^3 grid at 2 mm is the full scene at low resolution and 64^3 at 0.5 mm is a crop-sized scene.
     Returns dict(fixed, moving={"ceT1","T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
     true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
+    stress: the stressors of a stress case (simulation.stress.draw_stressors; None for an ordinary case).
     """
     # one random stream for the scene, drawn in this order (the MR noise and the iUS have their own)
     rng = np.random.default_rng([int(seed), 7])
     grid = _Grid(shape, spacing)
-    src = _anatomy_with_tumour(anatomy, rng)
-    cavity_src, rim_src, cavity_centre_src = cavity_map(src, rng)
+    stress = stress or {}
+    src = _anatomy_with_tumour(anatomy, rng, stress.get("tumour"))
+    cavity_src, rim_src, cavity_centre_src = cavity_map(src, rng, **stress.get("cavity_shape", {}))
 
-    entry_world, beam = _craniotomy_and_beam(src, cavity_centre_src, grid, rng)
+    entry_world, beam = _craniotomy_and_beam(src, cavity_centre_src, grid, rng, stress.get("brain_edge"))
     affine, directions, apex_vox, fixed_to_src = _oblique_fixed_grid(entry_world, beam, src, grid, rng)
-    fan = _draw_fan(apex_vox, directions.T @ beam, grid, rng)
+    fan = _draw_fan(apex_vox, directions.T @ beam, grid, rng, stress.get("small_fan"))
 
     cavity_centre_fixed = np.linalg.solve(fixed_to_src[:3, :3], cavity_centre_src - fixed_to_src[:3, 3])
     shift = _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src["spacing"], grid,
-                              rng)
+                              rng, stress.get("large_offset"))
     target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * grid.scale
 
     q = _landmark_candidates(src, cavity_src, fixed_to_src, fan, grid)
@@ -421,8 +518,15 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     p, moving_lm, q_kept = _place_landmarks(shift, u, q, fan, n_lm, grid)
 
     t1, t2 = _moving_mr(src, fixed_to_src, anatomy, seed, grid)
+    contents = None
+    if "cavity_contents" in stress:
+        contents = cavity_contents(src, cavity_src, np.random.default_rng([int(seed), 17]),
+                                   **stress["cavity_contents"])
     us, fan_mask, us_info = ultrasound.render(src, cavity_src, rim_src, fixed_to_src, u, fan, grid.sp,
-                                              grid.shape, np.random.default_rng([int(seed), 13]), us_params)
+                                              grid.shape, np.random.default_rng([int(seed), 13]), us_params,
+                                              contents)
+    if stress:
+        us_info.update(_tumour_on_fixed_grid(src, fixed_to_src, grid))
 
     sp = grid.sp
     return dict(
@@ -470,9 +574,12 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
         save(case["true_displacement"], os.path.join(fdir, f"disp_{case_id}_0000.nii.gz"))
         if case.get("us_labels") is not None:  # what the fan shows (ultrasound.US_LABELS), for field_errors
             save(case["us_labels"], os.path.join(fdir, f"labels_{case_id}_0000.nii.gz"), np.uint8)
-    return {"pairs": pairs, "case_id": case_id,
-            "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
-            "source": case.get("source", "")}
+    entry = {"pairs": pairs, "case_id": case_id,
+             "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
+             "source": case.get("source", "")}
+    if "stressors" in case:  # stress cases (simulation.stress)
+        entry["stressors"] = case["stressors"]
+    return entry
 
 
 def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int = 1, extra: dict | None = None) -> str:
@@ -495,7 +602,7 @@ def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int =
         "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)"
                                "; labels_XXXX_0000.nii.gz (simulated cases): "
                                + ", ".join(f"{code} {name}" for code, name in ultrasound.US_LABELS.items()),
-        "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source")} for e in entries],
+        "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source", "stressors") if k in e} for e in entries],
     }
     if extra:
         js.update(extra)

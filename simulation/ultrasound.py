@@ -29,6 +29,7 @@ DEFAULTS = dict(
     gap_mm=25.0, bone_run_mm=6.0,
     noise_floor=0.004, reverb=0.02, reverb_mm=6.0,   # electronic noise and near-field clutter (fluid not black)
     gamma=0.6, target_median=30.0, floor=1.0, out_max=255.0,
+    e_blood=0.6, w_haemostat=60.0,       # cavity contents (stress cases): clot echogenicity, haemostat reflectivity
 )
 
 
@@ -129,7 +130,7 @@ def _beam_grid(fan, P, sp):
     return (n_r, n_a, n_e), pts.reshape(-1, 3)
 
 
-def _sample_source_on_beams(src, cav_src, rim_src, fix_to_src, u, pts, beam_shape, P, rng) -> dict:
+def _sample_source_on_beams(src, cav_src, rim_src, fix_to_src, u, pts, beam_shape, P, rng, contents=None) -> dict:
     """Echogenicity, impedance, thin-sheet, cavity, rim and brain maps at the beam samples, AFTER the shift:
     the post-shift tissue at fixed x is the pre-operative tissue at x + u(x) (trilinear u, as written)."""
     coords = pts.T.copy()
@@ -149,8 +150,11 @@ def _sample_source_on_beams(src, cav_src, rim_src, fix_to_src, u, pts, beam_shap
     def on_beams(vol):
         return ndimage.map_coordinates(vol, sc, order=1, mode="constant", cval=0.0).reshape(beam_shape)
 
-    return dict(E=on_beams(E_src), Z=on_beams(Z_src), ridge=on_beams(ridge_src), cav=on_beams(cav_src[crop]),
+    maps = dict(E=on_beams(E_src), Z=on_beams(Z_src), ridge=on_beams(ridge_src), cav=on_beams(cav_src[crop]),
                 rim=on_beams(rim_src[crop]), brain=on_beams(sub["brain"]))
+    if contents is not None:
+        maps["blood"], maps["haemostat"] = (on_beams(c[crop]) for c in contents)
+    return maps
 
 
 def _classify_beam_samples(brain, cav, rr, P):
@@ -215,15 +219,18 @@ def _speckle(shape, P, rng):
     return S
 
 
-def _attenuated_echo(E, L, S, rim, cav, fluid, bone, rr, P):
+def _attenuated_echo(E, L, S, rim, cav, fluid, bone, rr, P, haemostat=None):
     """Echo power per beam sample: diffuse + specular (partly speckled) + clutter, times the two-way
-    attenuation. Fluid attenuates ~10x less than tissue (posterior enhancement); reflectors and bone shadow."""
+    attenuation. Fluid attenuates ~10x less than tissue (posterior enhancement); reflectors and bone shadow.
+    Haemostatic material in the cavity (stress cases) reflects and shadows like the rim."""
     ss = np.float32(P["spec_speckle"])
-    rim_I = np.float32(P["w_rim"]) * rim * (cav < 0.5)
+    reflect = L + np.float32(P["w_rim"]) * rim * (cav < 0.5)
+    if haemostat is not None:
+        reflect += np.float32(P["w_haemostat"]) * haemostat
     clutter = P["noise_floor"] + P["reverb"] * np.exp(-rr / P["reverb_mm"]) * fluid
-    env2 = E * S + (L + rim_I) * (1 - ss + ss * S) + clutter * S
+    env2 = E * S + reflect * (1 - ss + ss * S) + clutter * S
     mu_tissue = P["mu_db_cm"] / 8.686 / 10.0 * 2                    # per mm, intensity (two-way)
-    mu = (np.where(fluid, 0.1 * mu_tissue, mu_tissue) + P["shadow_k"] * (L + rim_I)
+    mu = (np.where(fluid, 0.1 * mu_tissue, mu_tissue) + P["shadow_k"] * reflect
           + np.where(bone, P["bone_mu"], 0.0)).astype(np.float32)
     env2 *= np.exp(-np.cumsum(mu, axis=0) * P["dr_mm"] + mu * P["dr_mm"])
     return env2
@@ -264,23 +271,26 @@ def _scan_convert(img, labels, fan, shape, floor):
     return out, mask, lab
 
 
-def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=None):
+def render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape, rng, params=None, contents=None):
     """The SIMULATED post-resection iUS of a case on the fixed grid (see the module docstring).
 
     src: the pre-operative source anatomy; cav_src, rim_src: the cavity and its hyperechoic rim on the source
     grid; fix_to_src: fixed voxel -> source voxel (4 x 4); u: the ground-truth field (fixed voxels); fan: the
     fan geometry (fixed voxels); sp: fixed spacing (mm); rng: the iUS's own random stream; params: overrides of
-    DEFAULTS.  Returns (image, fan mask, info with fan_fraction, beam_grid, us_params and us_labels)."""
+    DEFAULTS; contents: (blood, haemostat) source maps inside the cavity (stress cases) or None.
+    Returns (image, fan mask, info with fan_fraction, beam_grid, us_params and us_labels)."""
     P = _render_parameters(params, fan, sp)
     beam_shape, pts = _beam_grid(fan, P, sp)
-    maps = _sample_source_on_beams(src, cav_src, rim_src, fix_to_src, u, pts, beam_shape, P, rng)
+    maps = _sample_source_on_beams(src, cav_src, rim_src, fix_to_src, u, pts, beam_shape, P, rng, contents)
     del pts
     rr = (np.linspace(0, fan["depth"], beam_shape[0]) * sp).astype(np.float32)[:, None, None]  # depth, mm
     bone, fluid, tissue = _classify_beam_samples(maps["brain"], maps["cav"], rr, P)
     L = _specular_reflectors(maps["Z"], maps["ridge"], tissue, maps["brain"], rr, P)
     E = np.where(bone, P["bone_echo"], np.where(fluid, 0.0, maps["E"])).astype(np.float32)  # fluid anechoic
+    if "blood" in maps:  # clots in the cavity scatter like tissue
+        E += np.float32(P["e_blood"]) * maps["blood"] * (maps["cav"] > 0.5)
     S = _speckle(E.shape, P, rng)
-    env2 = _attenuated_echo(E, L, S, maps["rim"], maps["cav"], fluid, bone, rr, P)
+    env2 = _attenuated_echo(E, L, S, maps["rim"], maps["cav"], fluid, bone, rr, P, maps.get("haemostat"))
     del S, L
     img = _compress_with_gain(env2, tissue, P)
     labels = np.where(bone, BONE, np.where(maps["cav"] > 0.5, CAVITY, np.where(fluid, FLUID_GAP, TISSUE)))
