@@ -1,8 +1,11 @@
 """python -m simulation --out DIR --n N --seed S [--anatomy mni152|remind022|mixed] [--shape 64] [--hybrid [--embed 256]]
+                       [--stress]
 
 Writes N cases in the organisers' ReMIND2Reg layout (imagesTr/, landmarksTr/, ReMIND2Reg_dataset.json,
 plus groundtruthTr/ voxel fields).  ALL iUS images written are SIMULATED, except with --hybrid, where the
-fixed iUS is the REAL RESECT case 24 and the MRI carries a known synthetic deformation.
+fixed iUS is the REAL RESECT case 24 and the MRI carries a known synthetic deformation. --stress writes
+stress cases (simulation/stress.py: the pre-operative tumour against the post-resection cavity, small fans,
+fans at the brain's edge, 10-15 mm offsets, low-contrast iUS), each case's stressors in the dataset JSON.
 """
 from __future__ import annotations
 
@@ -28,6 +31,8 @@ def main(argv=None) -> int:
     ap.add_argument("--magnitude", type=float, default=5.0, help="--hybrid: mean added displacement, mm")
     ap.add_argument("--embed", type=int, default=0,
                     help="--hybrid: centre each case in an N^3 grid (e.g. 256, the challenge's size)")
+    ap.add_argument("--stress", action="store_true",
+                    help="stress cases (docs/SIMULATION.md, 'Stress cases'); e.g. --shape 128")
     ap.add_argument("--start-id", type=int, default=1, help="first case id (4 digits)")
     ap.add_argument("--no-field", action="store_true", help="do not write groundtruthTr/ fields")
     args = ap.parse_args(argv)
@@ -47,7 +52,11 @@ def main(argv=None) -> int:
                     case = embed_case(case, args.embed)
             else:
                 anat = args.anatomy if args.anatomy != "mixed" else ("mni152", "remind022")[n % 2]
-                case = make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
+                if args.stress:
+                    from .stress import make_stress_case
+                    case = make_stress_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
+                else:
+                    case = make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
             tre = np.asarray(case["initial_tre_mm"])
             print(f"case {args.start_id + n:04d} seed {seed}: {len(tre)} landmarks, initial TRE mean "
                   f"{tre.mean():.2f} mm max {tre.max():.2f} mm, {time.time() - t:.1f} s", flush=True)

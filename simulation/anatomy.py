@@ -49,7 +49,7 @@ def _saliency(t1: np.ndarray, brain: np.ndarray) -> np.ndarray:
 def _finish(src: dict) -> dict:
     for k in ("t1", "t2", "brain", "gm", "wm", "csf", "tumour"):
         src[k] = np.ascontiguousarray(src[k], dtype=np.float32)
-    # the structure tensor is the slow part (~10 s): cache it outside the repository
+    # the structure tensor is the slow part (docs/SIMULATION.md): cache it outside the repository
     cache_dir = os.environ.get("SIM_CACHE_DIR", os.path.join(os.path.expanduser("~"), ".cache", "remind_sim"))
     cache = os.path.join(cache_dir, f"saliency_{src['name']}_v1.npy")
     sal = None
@@ -70,7 +70,6 @@ def _finish(src: dict) -> dict:
         except OSError:
             pass
     src["saliency"] = sal
-    sal = src["saliency"]
     src["peaks"] = np.argwhere((sal == ndimage.maximum_filter(sal, size=5)) & (sal > np.percentile(sal[sal > 0], 70)))
     src["spacing"] = np.sqrt((src["affine"][:3, :3] ** 2).sum(0))
     # distance (mm) inside the brain to its surface

@@ -15,7 +15,7 @@ ReMIND-022 patient).  Construction (exact by design, no inverse needed for the i
    back the same way.  Hence for every fixed point p, the MR structure at p + u(p) is what the iUS shows at p.
 5. Landmarks: salient MR points q (structure-tensor corners) inside the fan, away from the cavity; the
    fixed point p solves p + u(p) = q (analytic, fixed-point iteration), the moving landmark written is
-   p + u_grid(p) (trilinear sample of the written field, equal to q within ~1e-4 voxel).
+   p + u_grid(p) (trilinear sample of the written field; its distance to q is in docs/SIMULATION.md).
 The inverse field (moving -> fixed) can be computed with fields.invert_field (fixed-point iteration).
 """
 from __future__ import annotations
@@ -49,16 +49,27 @@ def _perp_frame(b):
     return e1, e2
 
 
-def _tilt(b, rng, max_deg):
+def _tilt(b, rng, max_deg, min_deg=0.0):
+    """b tilted by a random angle in [min_deg, max_deg) towards a random direction."""
     e1, e2 = _perp_frame(b)
-    ang = np.deg2rad(rng.uniform(0, max_deg))
+    ang = np.deg2rad(rng.uniform(min_deg, max_deg))
     phi = rng.uniform(0, 2 * np.pi)
     return _unit(np.cos(ang) * b + np.sin(ang) * (np.cos(phi) * e1 + np.sin(phi) * e2))
 
 
 # ----------------------------------------------------------------------------- tumour and cavity
-def add_synthetic_tumour(src: dict, rng) -> dict:
-    """Copy of a tumour-free anatomy with a synthetic glioma (enhancing rim, necrotic core, oedema)."""
+# the synthetic glioma's pre-operative look: radius range (mm); ceT1 of the enhancing rim, of a non-enhancing
+# rim and of the necrotic core (x median WM); core extent (level < core_level, 1 = the tumour border);
+# oedema T1 darkening and T2 gain; enhancing: None = drawn (75 % enhance), True/False = forced (stress cases)
+TUMOUR_LOOK = dict(radius_mm=(7.0, 13.0), rim=1.35, rim_non_enhancing=0.8, core=0.55, core_level=0.6,
+                   oedema_t1=0.15, oedema_t2=90.0, enhancing=None)
+
+
+def add_synthetic_tumour(src: dict, rng, look: dict | None = None) -> dict:
+    """Copy of a tumour-free anatomy with a synthetic glioma (enhancing rim, necrotic core, oedema).
+
+    look: overrides of TUMOUR_LOOK. With a look, the copy also holds "tumour_core" (the necrotic core mask)."""
+    L = dict(TUMOUR_LOOK, **(look or {}))
     s = dict(src)
     brain, depth = src["brain"] > 0.5, src["depth"]
     aff = src["affine"]
@@ -67,7 +78,7 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
     ok = (np.abs(world[:, 0]) > 20) & (world[:, 2] > 0) & (world[:, 2] < 60) & (world[:, 1] > -80)
     idx = idx[ok]
     c = idx[rng.integers(len(idx))].astype(np.float64)
-    radius = rng.uniform(7.0, 13.0)
+    radius = rng.uniform(*L["radius_mm"])
     shape = src["t1"].shape
     lo = np.maximum(np.floor(c - 2.2 * radius).astype(int), 0)
     hi = np.minimum(np.ceil(c + 2.2 * radius).astype(int) + 1, shape)
@@ -82,7 +93,7 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
     noise /= noise.std() + 1e-9
     level = rr + 0.12 * noise
     tum = (level < 1.0).astype(np.float32) * brain[sl]
-    core = (level < 0.6).astype(np.float32) * tum
+    core = (level < L["core_level"]).astype(np.float32) * tum
     rim = tum - core
     oedema = np.clip((1.7 - level) / 0.7, 0, 1) * (1 - tum) * src["wm"][sl]
     wm_t1 = np.median(src["t1"][src["wm"] > 0.9])
@@ -90,17 +101,24 @@ def add_synthetic_tumour(src: dict, rng) -> dict:
         s[key] = src[key].copy()
     t1, t2 = s["t1"][sl], s["t2"][sl]
     enh = rng.uniform(0.0, 1.0) > 0.25
-    t1[:] = t1 * (1 - tum) + tum * (0.55 * wm_t1 * core / np.maximum(tum, 1e-6)
-                                   + (1.35 if enh else 0.8) * wm_t1 * rim / np.maximum(tum, 1e-6))
-    t1[:] = t1 * (1 - 0.15 * oedema)
+    if L["enhancing"] is not None:
+        enh = bool(L["enhancing"])
+    t1[:] = t1 * (1 - tum) + tum * (L["core"] * wm_t1 * core / np.maximum(tum, 1e-6)
+                                   + (L["rim"] if enh else L["rim_non_enhancing"]) * wm_t1 * rim
+                                   / np.maximum(tum, 1e-6))
+    t1[:] = t1 * (1 - L["oedema_t1"] * oedema)
     t2[:] = t2 * (1 - tum) + tum * (230.0 * core + 170.0 * rim) / np.maximum(tum, 1e-6) * (tum > 0)
-    t2[:] = t2 + oedema * 90.0
+    t2[:] = t2 + oedema * L["oedema_t2"]
     s["tumour"][sl] = np.maximum(s["tumour"][sl], tum)
+    if look is not None:
+        s["tumour_core"] = np.zeros(shape, np.float32)
+        s["tumour_core"][sl] = core
     return s
 
 
-def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
-    """Resection cavity (pre-operative source space): tumour + irregular margin. Returns (cavity, rim, centre_vox)."""
+def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0), rim_mm=1.3):
+    """Resection cavity (pre-operative source space): tumour + irregular margin of margin_mm, and its
+    hyperechoic rim of mean thickness rim_mm. Returns (cavity, rim, centre_vox)."""
     full_tum = src["tumour"] > 0.5
     sp = src["spacing"]
     # work in a box around the tumour (speed); the returned maps are full-size
@@ -121,7 +139,7 @@ def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
     dout = ndimage.distance_transform_edt(~cav, sampling=sp)
     noise2 = ndimage.gaussian_filter(rng.normal(size=tum.shape).astype(np.float32), 1.2)
     noise2 /= noise2.std() + 1e-9
-    thick = 1.3 + 0.9 * noise2
+    thick = rim_mm + 0.9 * noise2
     rim = np.clip(1.0 - dout / np.maximum(thick, 0.2), 0, 1) * (~cav)
     rim *= np.clip(0.8 + 0.5 * noise2, 0.2, 1.6)
     centre = np.argwhere(cav).mean(0) + lo
@@ -130,6 +148,33 @@ def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0)):
     cav_full[box] = cav
     rim_full[box] = rim
     return cav_full, rim_full, centre
+
+
+def cavity_contents(src: dict, cavity_src, rng, blood_fraction: float, haemostat_fraction: float,
+                    haemostat_mm: float = 2.0):
+    """What a fresh cavity holds besides saline (source grid): blood clots (echogenic blobs, ~2 mm, filling
+    blood_fraction of the cavity) and haemostatic material lining the wall (patches within haemostat_mm of it,
+    haemostat_fraction of that lining; very bright and shadowing in iUS). Returns (blood, haemostat), float32."""
+    sp = src["spacing"]
+    pad = np.ceil(3.0 / sp).astype(int)
+    nz = np.argwhere(cavity_src > 0.5)
+    lo = np.maximum(nz.min(0) - pad, 0)
+    hi = np.minimum(nz.max(0) + pad + 1, cavity_src.shape)
+    box = tuple(slice(a, b) for a, b in zip(lo, hi))
+    cav = cavity_src[box] > 0.5
+    blood = np.zeros(cav.shape, np.float32)
+    haemostat = np.zeros(cav.shape, np.float32)
+    if blood_fraction > 0:
+        noise = ndimage.gaussian_filter(rng.normal(size=cav.shape).astype(np.float32), 2.0 / sp)
+        clot = cav & (noise > np.quantile(noise[cav], 1 - blood_fraction))
+        blood = ndimage.gaussian_filter(clot.astype(np.float32), 0.5 / sp) * cav   # soft clot borders
+    if haemostat_fraction > 0:
+        lining = cav & (ndimage.distance_transform_edt(cav, sampling=sp) <= haemostat_mm)
+        noise = ndimage.gaussian_filter(rng.normal(size=cav.shape).astype(np.float32), 3.0 / sp)
+        haemostat = (lining & (noise > np.quantile(noise[lining], 1 - haemostat_fraction))).astype(np.float32)
+    full = [np.zeros(cavity_src.shape, np.float32) for _ in range(2)]
+    full[0][box], full[1][box] = blood, haemostat
+    return full[0], full[1]
 
 
 # ----------------------------------------------------------------------------- deformation
@@ -144,8 +189,8 @@ class BrainShift:
         self.amp_s, self.amp_c, self.lam = amp_s, amp_c, lam
 
     def with_lam(self, lam):
-        b = BrainShift(**{k: v for k, v in self.__dict__.items() if k != "lam"}, lam=lam)
-        return b
+        """The same shift with the non-rigid amplitude lam (sinking and bumps; not the collapse or the rigid part)."""
+        return BrainShift(**{k: v for k, v in self.__dict__.items() if k != "lam"}, lam=lam)
 
     def _gauss(self, axes, centre, sigma):
         """Separable Gaussian on a grid given as three 1-D coordinate arrays."""
@@ -204,10 +249,242 @@ def draw_target_tre(rng) -> float:
     return float(np.clip(rng.lognormal(np.log(5.0) - sd_log ** 2 / 2, sd_log), 2.5, 10.0))
 
 
+# ----------------------------------------------------------------------------- case stages
+class _Grid:
+    """The fixed grid's size: shape, isotropic spacing (mm), field of view (mm) and the scene scale.
+
+    Scene lengths are given for the ReMIND2Reg box (128 mm) and multiplied by `scale` = FOV / 128 mm, so a
+    small grid at coarse spacing is the same scene at low resolution."""
+
+    def __init__(self, shape, spacing):
+        if isinstance(shape, (int, np.integer)):
+            shape = (int(shape),) * 3
+        self.shape = tuple(int(n) for n in shape)
+        self.sp = float(spacing)
+        self.fov = np.asarray(self.shape) * self.sp
+        self.scale = float(self.fov.min() / REF_FOV_MM)
+        self.mm = 1.0 / self.sp                     # one millimetre in voxels
+
+
+def _anatomy_with_tumour(anatomy: str, rng, look: dict | None = None) -> dict:
+    """The pre-operative source anatomy; a template without a tumour gets a synthetic one (with `look`)."""
+    src = load_anatomy(anatomy)
+    if not src["real_tumour"] or src["tumour"].sum() == 0:
+        src = add_synthetic_tumour(src, rng, look)
+    return src
+
+
+def _source_to_world(src, vox):
+    affine = src["affine"]
+    return vox @ affine[:3, :3].T + affine[:3, 3]
+
+
+def _craniotomy_and_beam(src, cavity_centre_src, grid: _Grid, rng, edge: dict | None = None):
+    """World position of the craniotomy (a brain-surface point near the cavity) and the beam direction.
+
+    The surgeon opens where the tumour is closest to the surface: the entry is drawn among the surface points
+    within 8 mm of the closest one, and the beam aims at the cavity with a hand-held tilt of up to 12 degrees.
+    edge (stress cases): the entry is drawn in a band farther out (entry_band_mm beyond the closest point) and
+    the beam is tilted by a further tilt_deg towards where the brain ends, so that the fan looks along the
+    brain's edge."""
+    cavity_world = _source_to_world(src, cavity_centre_src)
+    surface = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
+    surface_world = _source_to_world(src, surface.astype(np.float64))
+    dist = np.linalg.norm(surface_world - cavity_world, axis=1)
+    if edge is None:
+        candidates = np.nonzero(dist < dist.min() + 8.0 * max(grid.scale, 0.5))[0]
+    else:
+        near, far = (dist.min() + b * max(grid.scale, 0.5) for b in edge["entry_band_mm"])
+        candidates = np.nonzero((dist >= near) & (dist < far))[0]
+    entry_world = surface_world[candidates[rng.integers(len(candidates))]]
+    beam = _tilt(_unit(cavity_world - entry_world), rng, 12.0)
+    if edge is not None:
+        beam = _tilt_towards_brain_edge(src, entry_world, beam, edge["tilt_deg"])
+    return entry_world, beam
+
+
+def _tilt_towards_brain_edge(src, entry_world, beam, tilt_deg, reach_mm=60.0):
+    """The beam tilted by tilt_deg towards the azimuth (of 16) whose ray from the entry leaves the brain most
+    within reach_mm: a fan that looks along the brain's edge rather than into its depth."""
+    e1, e2 = _perp_frame(beam)
+    angle = np.deg2rad(tilt_deg)
+    to_src = np.linalg.inv(src["affine"])
+    steps = np.arange(5.0, reach_mm, 1.0)
+    best, best_outside = beam, -1.0
+    for phi in np.linspace(0, 2 * np.pi, 16, endpoint=False):
+        ray = _unit(np.cos(angle) * beam + np.sin(angle) * (np.cos(phi) * e1 + np.sin(phi) * e2))
+        world = entry_world + steps[:, None] * ray
+        vox = world @ to_src[:3, :3].T + to_src[:3, 3]
+        outside = float((ndimage.map_coordinates(src["brain"], vox.T, order=1) < 0.5).mean())
+        if outside > best_outside:
+            best, best_outside = ray, outside
+    return best
+
+
+def _oblique_fixed_grid(entry_world, beam, src, grid: _Grid, rng):
+    """Voxel-to-world affine of the fixed grid, its axis directions (world, columns i, j, k), the apex in fixed
+    voxels and the fixed-to-source voxel map.
+
+    Like the organisers' grids: oblique and case-specific, the third index axis roughly along the beam (within
+    20 degrees), a random in-plane angle, and the probe apex near the middle of the k = 0 face, 4 mm inside."""
+    apex_world = entry_world - 2.0 * beam          # probe face just above the cortex (saline coupling)
+    k_dir = _tilt(beam, rng, 20.0)
+    e1, e2 = _perp_frame(k_dir)
+    phi = rng.uniform(0, 2 * np.pi)
+    i_dir = np.cos(phi) * e1 + np.sin(phi) * e2
+    j_dir = np.cross(k_dir, i_dir)
+    directions = np.stack([i_dir, j_dir, k_dir], axis=1)   # columns = world directions of i, j, k
+    if np.linalg.det(directions) < 0:
+        directions[:, 1] *= -1
+    shape, sp = grid.shape, grid.sp
+    apex_vox = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 4.0 * grid.scale / sp])
+    affine = np.eye(4)
+    affine[:3, :3] = directions * sp
+    affine[:3, 3] = apex_world - directions @ (apex_vox * sp)
+    fixed_to_src = np.linalg.inv(src["affine"]) @ affine
+    return affine, directions, apex_vox, fixed_to_src
+
+
+def _draw_fan(apex_vox, beam_vox, grid: _Grid, rng, small: dict | None = None) -> dict:
+    """A 3-D probe's pyramid-like sector (fixed voxel units) reaching most of the box depth; `small` (stress
+    cases) sets a narrower and shorter one (a small probe footprint or a shallow depth setting)."""
+    fan = dict(apex=apex_vox, axis=beam_vox,
+               depth=float(rng.uniform(0.86, 0.95) * grid.fov[2] / grid.sp),
+               half_lat=float(np.deg2rad(rng.uniform(36, 44))),
+               half_elev=float(np.deg2rad(rng.uniform(30, 38))),
+               lat_dir=float(rng.uniform(0, np.pi)))
+    if small is not None:
+        fan.update(depth=float(small["depth_fraction"] * grid.fov[2] / grid.sp),
+                   half_lat=float(np.deg2rad(small["half_lat_deg"])),
+                   half_elev=float(np.deg2rad(small["half_elev_deg"])))
+    return fan
+
+
+def _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src_spacing, grid: _Grid, rng,
+                      offset: dict | None = None):
+    """The deformation model with its random parameters; the non-rigid amplitude (lam) is set later.
+
+    Sinking along gravity (within 25 degrees of the beam) is largest at the craniotomy; the cavity collapse
+    is radial around the cavity centre; four smooth bumps add irregularity; a small rigid part stands for
+    the navigation error. offset (stress cases): a larger navigation error (navigation_mm along
+    navigation_direction, fixed voxel axes) and a sinking sinking_width times wider, so that a 10-15 mm mean
+    displacement stays invertible."""
+    mm, fov, scale = grid.mm, grid.fov, grid.scale
+    gravity_vox = directions.T @ _tilt(beam, rng, 25.0)
+    cavity_radius = (3 * cavity_src.sum() * np.prod(src_spacing) / (4 * np.pi)) ** (1 / 3)   # equal volume
+    n_bumps = 4
+    bump_centres = apex_vox + rng.uniform(-0.35, 0.35, (n_bumps, 3)) * fov / grid.sp \
+        + np.array([0, 0, 0.3]) * fov / grid.sp
+    sig_c = (cavity_radius + rng.uniform(5, 9)) * mm
+    shift = BrainShift(
+        apex=apex_vox, g=gravity_vox, cc=cavity_centre_fixed,
+        sig_s=rng.uniform(55, 80) * scale * mm, sig_c=sig_c,
+        rbf_c=bump_centres, rbf_s=rng.uniform(22, 34, n_bumps) * scale * mm,
+        rbf_a=rng.normal(0, 0.15, (n_bumps, 3)) * mm,
+        rot=np.deg2rad(rng.normal(0, 0.7, 3)), trans=rng.normal(0, 0.7, 3) * scale * mm,
+        amp_s=1.0 * mm, amp_c=0.0)
+    # the collapse keeps its drawn size (it is not scaled by lam); capped so that it cannot fold
+    shift.amp_c = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
+    if offset is not None:
+        shift.trans = shift.trans + np.asarray(offset["navigation_direction"]) * offset["navigation_mm"] * scale * mm
+        shift.sig_s = shift.sig_s * offset["sinking_width"]
+    return shift
+
+
+def _landmark_candidates(src, cavity_src, fixed_to_src, fan, grid: _Grid):
+    """Salient pre-operative points (fixed voxels), best first: inside the fan, away from the cavity,
+    at least 8 mm apart (at most 40)."""
+    from scipy.spatial import cKDTree
+    mm, scale = grid.mm, grid.scale
+    peaks = src["peaks"]
+    peaks = peaks[src["tumour"][tuple(peaks.T)] < 0.5]
+    cavity_mm = np.argwhere(cavity_src > 0.5) * src["spacing"]
+    far = cKDTree(cavity_mm).query(peaks * src["spacing"])[0] > 6.0
+    peaks = peaks[far & (src["depth"][tuple(peaks.T)] > 2.0)]
+    q_all = (peaks - fixed_to_src[:3, 3]) @ np.linalg.inv(fixed_to_src[:3, :3]).T
+    inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
+    inside &= np.all((q_all > 3) & (q_all < np.asarray(grid.shape) - 4), axis=1)
+    q_all, saliency = q_all[inside], src["saliency"][tuple(peaks[inside].T)]
+    chosen = []
+    separation = 8.0 * scale * mm
+    for i in np.argsort(-saliency):
+        if all(np.linalg.norm(q_all[i] - q_all[j]) > separation for j in chosen):
+            chosen.append(i)
+        if len(chosen) >= 40:
+            break
+    return q_all[chosen]
+
+
+def _scale_shift_to_target(shift: BrainShift, q_calibration, target_mm, grid: _Grid):
+    """Scale the non-rigid amplitude so that the mean landmark displacement is the target (bisection), then
+    shrink it until the sampled field is safely invertible (min det J >= 0.3). Returns (shift, u, min det J)."""
+    def mean_displacement_mm(lam):
+        moved = shift.with_lam(lam)
+        p = moved.invert_points(q_calibration)
+        return float(np.linalg.norm(q_calibration - p, axis=1).mean() * grid.sp)
+
+    lo, hi = 0.0, 2.0
+    while mean_displacement_mm(hi) < target_mm and hi < 64:
+        lo, hi = hi, hi * 2
+    for _ in range(40):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if mean_displacement_mm(mid) < target_mm else (lo, mid)
+    lam = 0.5 * (lo + hi)
+    shift = shift.with_lam(lam)
+    u = shift.grid(grid.shape)
+    step = max(1, grid.shape[0] // 48)             # a coarse check is enough for these smooth fields
+    jmin = jacobian_det_min(u, step)
+    while jmin < 0.3:
+        lam *= 0.8
+        shift = shift.with_lam(lam)
+        u = shift.grid(grid.shape)
+        jmin = jacobian_det_min(u, step)
+    return shift, u, jmin
+
+
+def _place_landmarks(shift: BrainShift, u, q, fan, n_landmarks, grid: _Grid):
+    """Fixed points p with p + u(p) = q that are still in the fan after the shift; the moving landmark written
+    is p + u_grid(p), exact for the written field. Returns (p, moving, the analytic q of the kept points)."""
+    mm, scale = grid.mm, grid.scale
+    p = shift.invert_points(q)
+    keep = ultrasound.in_fan(p, fan, margin_vox=3.0 * scale * mm, min_depth_vox=6.0 * scale * mm)
+    keep &= np.all((p > 1) & (p < np.asarray(grid.shape) - 2), axis=1)
+    p = p[keep][:n_landmarks]
+    q_kept = q[keep][:n_landmarks]
+    return p, p + sample_field(u, p), q_kept
+
+
+def _moving_mr(src, fixed_to_src, anatomy, seed, grid: _Grid):
+    """The pre-operative ceT1 and T2 resampled onto the fixed grid, undeformed."""
+    def resample(vol):
+        return ndimage.affine_transform(vol, fixed_to_src[:3, :3], fixed_to_src[:3, 3], output_shape=grid.shape,
+                                        order=1, mode="constant", cval=0.0).astype(np.float32)
+
+    t1 = resample(src["t1"])
+    t2 = resample(src["t2"])
+    if anatomy == "mni152":  # the template is an average: add MR-like noise
+        mr_noise = np.random.default_rng([int(seed), 11])
+        for img, level in ((t1, 2.0), (t2, 3.0)):
+            img += (mr_noise.normal(0, level, grid.shape) * (img > 0)).astype(np.float32)
+            np.maximum(img, 0, out=img)
+    return t1, t2
+
+
+def _tumour_on_fixed_grid(src, fixed_to_src, grid: _Grid) -> dict:
+    """The pre-operative tumour (and its necrotic core, when synthetic) on the fixed grid, as uint8 masks
+    (nearest neighbour): where the moving MR shows the tumour; for checking stress cases."""
+    out = {}
+    for key in ("tumour", "tumour_core"):
+        if key in src:
+            out[key + "_mask"] = ndimage.affine_transform(src[key], fixed_to_src[:3, :3], fixed_to_src[:3, 3],
+                                                          output_shape=grid.shape, order=0) > 0.5
+    return out
+
+
 # ----------------------------------------------------------------------------- main entry
 def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256), spacing: float = 0.5,
                         target_tre_mm: float | None = None, n_landmarks: int | None = None,
-                        us_params: dict | None = None) -> dict:
+                        us_params: dict | None = None, stress: dict | None = None) -> dict:
     """One simulated post-resection case (SIMULATED iUS, real MRI anatomy) with exact ground truth.
 
     shape, spacing: fixed grid (isotropic).  The field of view is shape*spacing; lengths of the scene
@@ -215,161 +492,49 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     64^3 grid at 2 mm is the full scene at low resolution and 64^3 at 0.5 mm is a crop-sized scene.
     Returns dict(fixed, moving={"ceT1","T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
     true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
+    stress: the stressors of a stress case (simulation.stress.draw_stressors; None for an ordinary case).
     """
+    # one random stream for the scene, drawn in this order (the MR noise and the iUS have their own)
     rng = np.random.default_rng([int(seed), 7])
-    if isinstance(shape, (int, np.integer)):
-        shape = (int(shape),) * 3
-    shape = tuple(int(n) for n in shape)
-    sp = float(spacing)
-    fov = np.asarray(shape) * sp
-    scale = float(fov.min() / REF_FOV_MM)
+    grid = _Grid(shape, spacing)
+    stress = stress or {}
+    src = _anatomy_with_tumour(anatomy, rng, stress.get("tumour"))
+    cavity_src, rim_src, cavity_centre_src = cavity_map(src, rng, **stress.get("cavity_shape", {}))
 
-    src = load_anatomy(anatomy)
-    if not src["real_tumour"] or src["tumour"].sum() == 0:
-        src = add_synthetic_tumour(src, rng)
-    cav_src, rim_src, cav_centre_src = cavity_map(src, rng)
-    A_src = src["affine"]
-    to_world = lambda v: v @ A_src[:3, :3].T + A_src[:3, 3]
+    entry_world, beam = _craniotomy_and_beam(src, cavity_centre_src, grid, rng, stress.get("brain_edge"))
+    affine, directions, apex_vox, fixed_to_src = _oblique_fixed_grid(entry_world, beam, src, grid, rng)
+    fan = _draw_fan(apex_vox, directions.T @ beam, grid, rng, stress.get("small_fan"))
 
-    # craniotomy: a brain-surface point near the tumour (among the closest 8 mm band)
-    tc_w = to_world(cav_centre_src)
-    surf = np.argwhere((src["depth"] > 0) & (src["depth"] <= 1.5))
-    surf_w = to_world(surf.astype(np.float64))
-    dist = np.linalg.norm(surf_w - tc_w, axis=1)
-    cand = np.nonzero(dist < dist.min() + 8.0 * max(scale, 0.5))[0]
-    entry_w = surf_w[cand[rng.integers(len(cand))]]
-    b = _unit(tc_w - entry_w)
-    b = _tilt(b, rng, 12.0)
-    apex_w = entry_w - 2.0 * b                 # probe face just above the cortex (saline coupling)
+    cavity_centre_fixed = np.linalg.solve(fixed_to_src[:3, :3], cavity_centre_src - fixed_to_src[:3, 3])
+    shift = _draw_brain_shift(beam, directions, apex_vox, cavity_centre_fixed, cavity_src, src["spacing"], grid,
+                              rng, stress.get("large_offset"))
+    target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * grid.scale
 
-    # oblique fixed grid: third index axis roughly along the beam, random tilt and in-plane angle
-    kdir = _tilt(b, rng, 20.0)
-    e1, e2 = _perp_frame(kdir)
-    phi = rng.uniform(0, 2 * np.pi)
-    idir = np.cos(phi) * e1 + np.sin(phi) * e2
-    jdir = np.cross(kdir, idir)
-    D = np.stack([idir, jdir, kdir], axis=1)   # columns = world directions of i, j, k
-    if np.linalg.det(D) < 0:
-        D[:, 1] *= -1
-    # place the apex near the middle of the k=0 face (4 mm inside)
-    apex_vox = np.array([(shape[0] - 1) / 2, (shape[1] - 1) / 2, 4.0 * scale / sp])
-    origin = apex_w - D @ (apex_vox * sp)
-    affine = np.eye(4)
-    affine[:3, :3] = D * sp
-    affine[:3, 3] = origin
-    fix_to_src = np.linalg.inv(A_src) @ affine  # fixed voxel -> source voxel
-
-    # ultrasound fan (in fixed voxel coordinates)
-    b_vox = D.T @ b
-    fan = dict(apex=apex_vox, axis=b_vox,
-               depth=float(rng.uniform(0.86, 0.95) * fov[2] / sp),
-               half_lat=float(np.deg2rad(rng.uniform(36, 44))),
-               half_elev=float(np.deg2rad(rng.uniform(30, 38))),
-               lat_dir=float(rng.uniform(0, np.pi)))
-
-    # ground-truth deformation (fixed voxel units)
-    g_vox = D.T @ _tilt(b, rng, 25.0)
-    cc_vox = np.linalg.solve(fix_to_src[:3, :3], cav_centre_src - fix_to_src[:3, 3])
-    cav_r = (3 * cav_src.sum() * np.prod(src["spacing"]) / (4 * np.pi)) ** (1 / 3)
-    mm = 1.0 / sp
-    n_rbf = 4
-    rbf_c = apex_vox + rng.uniform(-0.35, 0.35, (n_rbf, 3)) * fov / sp + np.array([0, 0, 0.3]) * fov / sp
-    sig_c = (cav_r + rng.uniform(5, 9)) * mm
-    shift = BrainShift(
-        apex=apex_vox, g=g_vox, cc=cc_vox,
-        sig_s=rng.uniform(55, 80) * scale * mm, sig_c=sig_c,
-        rbf_c=rbf_c, rbf_s=rng.uniform(22, 34, n_rbf) * scale * mm,
-        rbf_a=rng.normal(0, 0.15, (n_rbf, 3)) * mm,
-        rot=np.deg2rad(rng.normal(0, 0.7, 3)), trans=rng.normal(0, 0.7, 3) * scale * mm,
-        amp_s=1.0 * mm,
-        # collapse is not scaled by lam: amp_c (voxels) * lam(=1 at scale) ~ 1.5-3 mm, below 0.3 sig_c
-        amp_c=0.0)
-    amp_c_vox = min(rng.uniform(1.5, 3.0) * mm * scale, 0.3 * sig_c)
-    target = (draw_target_tre(rng) if target_tre_mm is None else float(target_tre_mm)) * scale
-
-    # landmark candidates: salient pre-op points inside the fan, away from the cavity
-    sal = src["saliency"]
-    pk = src["peaks"]
-    pk = pk[src["tumour"][tuple(pk.T)] < 0.5]
-    from scipy.spatial import cKDTree
-    cav_pts = np.argwhere(cav_src > 0.5) * src["spacing"]
-    far = cKDTree(cav_pts).query(pk * src["spacing"])[0] > 6.0
-    pk = pk[far & (src["depth"][tuple(pk.T)] > 2.0)]
-    q_all = (pk - fix_to_src[:3, 3]) @ np.linalg.inv(fix_to_src[:3, :3]).T  # source -> fixed voxel
-    inside = ultrasound.in_fan(q_all, fan, margin_vox=5.0 * scale * mm, min_depth_vox=8.0 * scale * mm)
-    inside &= np.all((q_all > 3) & (q_all < np.asarray(shape) - 4), axis=1)
-    q_all, s_all = q_all[inside], sal[tuple(pk[inside].T)]
-    order = np.argsort(-s_all)
-    chosen = []
-    sep = 8.0 * scale * mm
-    for i in order:
-        if all(np.linalg.norm(q_all[i] - q_all[j]) > sep for j in chosen):
-            chosen.append(i)
-        if len(chosen) >= 40:
-            break
-    q = q_all[chosen]
+    q = _landmark_candidates(src, cavity_src, fixed_to_src, fan, grid)
     n_lm = int(rng.integers(10, 21)) if n_landmarks is None else int(n_landmarks)
     if len(q) < 3:
         raise RuntimeError("too few landmark candidates inside the fan")
-    q_cal = q[: max(n_lm, 3)]
+    shift, u, jmin = _scale_shift_to_target(shift, q[: max(n_lm, 3)], target, grid)
+    p, moving_lm, q_kept = _place_landmarks(shift, u, q, fan, n_lm, grid)
 
-    def mean_tre(lam):
-        s = shift.with_lam(lam)
-        p = s.invert_points(q_cal)
-        return float(np.linalg.norm(q_cal - p, axis=1).mean() * sp)
+    t1, t2 = _moving_mr(src, fixed_to_src, anatomy, seed, grid)
+    contents = None
+    if "cavity_contents" in stress:
+        contents = cavity_contents(src, cavity_src, np.random.default_rng([int(seed), 17]),
+                                   **stress["cavity_contents"])
+    us, fan_mask, us_info = ultrasound.render(src, cavity_src, rim_src, fixed_to_src, u, fan, grid.sp,
+                                              grid.shape, np.random.default_rng([int(seed), 13]), us_params,
+                                              contents)
+    if stress:
+        us_info.update(_tumour_on_fixed_grid(src, fixed_to_src, grid))
 
-    shift.amp_c = amp_c_vox
-    lo, hi = 0.0, 2.0
-    while mean_tre(hi) < target and hi < 64:
-        lo, hi = hi, hi * 2
-    for _ in range(40):
-        mid = 0.5 * (lo + hi)
-        lo, hi = (mid, hi) if mean_tre(mid) < target else (lo, mid)
-    lam = 0.5 * (lo + hi)
-    # keep it safely invertible
-    shift = shift.with_lam(lam)
-    u = shift.grid(shape)
-    step = max(1, shape[0] // 48)
-    jmin = jacobian_det_min(u, step)
-    while jmin < 0.3:
-        lam *= 0.8
-        shift = shift.with_lam(lam)
-        u = shift.grid(shape)
-        jmin = jacobian_det_min(u, step)
-
-    # landmarks: p + u(p) = q, keep those still in the fan and away from the cavity after the shift
-    p = shift.invert_points(q)
-    okp = ultrasound.in_fan(p, fan, margin_vox=3.0 * scale * mm, min_depth_vox=6.0 * scale * mm)
-    okp &= np.all((p > 1) & (p < np.asarray(shape) - 2), axis=1)
-    p = p[okp][:n_lm]
-    q_sel = q[okp][:n_lm]
-    moving_lm = p + sample_field(u, p)            # == q_sel up to trilinear-vs-analytic (~1e-4 vox)
-
-    # MR images: pre-operative anatomy on the fixed grid, unchanged
-    def resample(vol, order=1, coords=None):
-        if coords is None:
-            return ndimage.affine_transform(vol, fix_to_src[:3, :3], fix_to_src[:3, 3], output_shape=shape,
-                                            order=order, mode="constant", cval=0.0).astype(np.float32)
-        return ndimage.map_coordinates(vol, coords, order=order, mode="constant", cval=0.0).astype(np.float32)
-
-    mr_noise = np.random.default_rng([int(seed), 11])
-    t1 = resample(src["t1"])
-    t2 = resample(src["t2"])
-    if anatomy == "mni152":  # the template is an average: add MR-like noise
-        for img, lvl in ((t1, 2.0), (t2, 3.0)):
-            img += (mr_noise.normal(0, lvl, shape) * (img > 0)).astype(np.float32)
-            np.maximum(img, 0, out=img)
-
-    us, fan_mask, us_info = ultrasound.render(src, cav_src, rim_src, fix_to_src, u, fan, sp, shape,
-                                               np.random.default_rng([int(seed), 13]), us_params)
-
-    init_tre = np.linalg.norm((moving_lm - p) * sp, axis=1)
+    sp = grid.sp
     return dict(
         fixed=us, moving={"ceT1": t1, "T2": t2}, spacing=(sp, sp, sp), affine=affine,
         fixed_landmarks=p.astype(np.float64), moving_landmarks=moving_lm.astype(np.float64),
         true_displacement=u, fan_mask=fan_mask, fan=fan, min_jacobian=jmin,
-        initial_tre_mm=init_tre, target_tre_mm=target, anatomy=anatomy, seed=int(seed),
-        landmark_grid_vs_analytic_vox=float(np.abs(moving_lm - q_sel).max()),
+        initial_tre_mm=np.linalg.norm((moving_lm - p) * sp, axis=1), target_tre_mm=target, anatomy=anatomy,
+        seed=int(seed), landmark_grid_vs_analytic_vox=float(np.abs(moving_lm - q_kept).max()),
         source=f"SIMULATED iUS from real MRI anatomy ({anatomy}); deformation synthetic", **us_info)
 
 
@@ -409,9 +574,12 @@ def write_case(case: dict, out_dir: str, case_id: int, write_field: bool = True)
         save(case["true_displacement"], os.path.join(fdir, f"disp_{case_id}_0000.nii.gz"))
         if case.get("us_labels") is not None:  # what the fan shows (ultrasound.US_LABELS), for field_errors
             save(case["us_labels"], os.path.join(fdir, f"labels_{case_id}_0000.nii.gz"), np.uint8)
-    return {"pairs": pairs, "case_id": case_id,
-            "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
-            "source": case.get("source", "")}
+    entry = {"pairs": pairs, "case_id": case_id,
+             "initial_tre_mm": float(np.mean(case["initial_tre_mm"])) if "initial_tre_mm" in case else None,
+             "source": case.get("source", "")}
+    if "stressors" in case:  # stress cases (simulation.stress)
+        entry["stressors"] = case["stressors"]
+    return entry
 
 
 def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int = 1, extra: dict | None = None) -> str:
@@ -434,7 +602,7 @@ def write_dataset(cases, out_dir: str, write_field: bool = True, start_id: int =
         "ground_truth_fields": "groundtruthTr/disp_XXXX_0000.nii.gz: voxel field (i,j,k,3), fixed x -> moving x+u(x)"
                                "; labels_XXXX_0000.nii.gz (simulated cases): "
                                + ", ".join(f"{code} {name}" for code, name in ultrasound.US_LABELS.items()),
-        "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source")} for e in entries],
+        "cases": [{k: e[k] for k in ("case_id", "initial_tre_mm", "source", "stressors") if k in e} for e in entries],
     }
     if extra:
         js.update(extra)

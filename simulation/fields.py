@@ -56,7 +56,12 @@ def invert_field(u: np.ndarray, iterations: int = 30, tol: float = 1e-4):
 
 
 def jacobian_det_min(u: np.ndarray, step: int = 1) -> float:
-    """Minimum Jacobian determinant of x -> x + u(x) (central differences, voxel units)."""
+    """Minimum Jacobian determinant of x -> x + u(x) (np.gradient: central differences, one-sided at the
+    border; voxel units), on every `step`-th voxel.
+
+    Not evaluation.metrics.jacobian_determinant: that one crops a 2-voxel border (the official SDlogJ) and has
+    no step, so its minimum differs where the smallest determinant lies at the border, and the simulator must
+    check the whole field it writes."""
     us = u[::step, ::step, ::step].astype(np.float64)
     g = [np.gradient(us[..., c], step) for c in range(3)]  # g[c][d] = d u_c / d x_d
     J = np.empty(us.shape[:3] + (3, 3))

@@ -61,9 +61,9 @@ class SmoothMap:
         return v
 
 
-def _draw_map(rng, extent_mm, scale):
+def _draw_map(rng, extent_mm):
     c = extent_mm / 2
-    angles = np.deg2rad(rng.normal(0, 1.5, 3)) * scale
+    angles = np.deg2rad(rng.normal(0, 1.5, 3))
     t = rng.normal(0, 1.0, 3)
     t = t / np.linalg.norm(t) * rng.uniform(0.5, 1.0)
     k = 4
@@ -94,7 +94,7 @@ def make_hybrid_case(seed: int, magnitude_mm: float = 5.0, with_true_displacemen
     """Real RESECT-24 iUS (fixed) + real T1/FLAIR warped by a known deformation (moving).
 
     magnitude_mm: the mean length of the ADDED displacement at the 16 MRI landmarks (the real residual of
-    ~1.1 mm comes on top, so the initial TRE is close to, but not exactly, this value).
+    (docs/SIMULATION.md) comes on top, so the initial TRE is close to, but not exactly, this value).
     Returns dict(fixed, moving={"ceT1", "T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
     true_displacement, ...).  All arrays float32 in (i, j, k) order on the fixed (US) grid.
     """
@@ -103,7 +103,7 @@ def make_hybrid_case(seed: int, magnitude_mm: float = 5.0, with_true_displacemen
     shape = d["us"].shape
     extent = (np.asarray(shape) - 1) * sp
     rng = np.random.default_rng(seed)
-    params = _draw_map(rng, extent, 1.0)
+    params = _draw_map(rng, extent)
     q_mm = d["lm_mr"] * sp
 
     def mean_disp(lam):
