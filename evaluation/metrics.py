@@ -1,9 +1,9 @@
 """Metrics, each following the organisers' published formula (Learn2Reg evaluation code, SPEC §4).
 
-TRE    per landmark ||(p_fix + u(p_fix) - p_mov) * spacing_mov||; u sampled with
+TRE_lm per landmark ||(p_fix + u(p_fix) - p_mov) * spacing_mov||; u sampled with
        scipy.ndimage.map_coordinates DEFAULTS (cubic spline, prefilter, mode 'constant', cval 0: a point
        outside the grid gets u = 0). Per-pair value = mean over landmarks.
-SDlogJ std(log(clip(J + 3, 1e-9, 1e9))), J = det(I + grad u), central differences (correlate with
+LogJacDetStd (SDlogJ) std(log(clip(J + 3, 1e-9, 1e9))), J = det(I + grad u), central differences (correlate with
        [-0.5, 0, 0.5], mode constant), 2-voxel border cropped. The "+3" is the official code's: it shifts J
        before the log, so the official fold count (J + 3 <= 0 after the clip) is always 0.
 Folds  the TRUE count J <= 0 (unshifted determinant, same crop) and its fraction of the cropped voxels.
@@ -25,8 +25,10 @@ from scipy.ndimage import map_coordinates
 SPLINE_MARGIN = 20
 CROP = 2
 
-# metric names in metrics.json (Learn2Reg names where an official one exists)
-TRE = "TRE"                      # mm, per-pair mean over landmarks (official)
+# metric names in metrics.json: the organisers' own names where they have one (their evaluation config
+# ReMIND2Reg_VAL_evaluation_config.json names "TRE_lm" and "LogJacDetStd"; their code adds "num_foldings"),
+# our extras under names of their own
+TRE = "TRE_lm"                   # mm, per-pair mean over landmarks (official)
 TRE_INITIAL = "TRE_initial"      # mm, with u = 0 (no registration)
 TRE_WORST30 = "TRE_worst30"      # mm, mean of the worst 30 % of a pair's landmarks (robustness figure)
 SDLOGJ = "LogJacDetStd"          # official SDlogJ (with the "+3")

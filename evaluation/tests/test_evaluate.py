@@ -66,6 +66,12 @@ def test_organisers_layout_end_to_end(dataset, tmp_path):
     ce = [data["cases"][k][M.TRE]["mean"] for k in data["cases"] if k.endswith("0001")]
     assert data["aggregates_by_sequence"]["ceT1"][M.TRE]["mean"] == pytest.approx(np.mean(ce))
     assert data["pooled_landmarks"]["all"]["n_landmarks"] == 24
+    # the organisers' names (their ReMIND2Reg_VAL_evaluation_config.json and evaluation.py) beside our extras
+    official = {"TRE_lm", "LogJacDetStd", "num_foldings"}
+    for names in (set(data["cases"]["0100_0000<--0100_0002"]), set(data["aggregates"])):
+        assert official <= names and not {"TRE", "SDlogJ"} & names, names
+        assert {"TRE_initial", "TRE_worst30", "num_folds_true", "fold_fraction_true"} <= names
+    assert set(data["pooled_landmarks"]["all"]) == {"n_landmarks", "TRE_lm", "TRE_worst30"}
     assert data["cases"]["0099_0000<--0099_0001"][M.RUNTIME]["mean"] == 12.5
     assert M.RUNTIME not in data["cases"]["0100_0000<--0100_0001"]
     assert not [f for f in os.listdir(tmp_path / "out") if f != "metrics.json"]  # no temp file left
@@ -169,7 +175,7 @@ def test_report_pngs(dataset, tmp_path):
     synth.write_nifti_field(str(inp), "0099", 1, fields[("0099", 1)])
     code, data = evaluate(inp, gt, tmp_path / "m.json", report_dir=str(tmp_path / "report"), workers=1)
     pngs = sorted(os.listdir(tmp_path / "report"))
-    assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE.png" in pngs
+    assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE_lm.png" in pngs
 
 
 def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
