@@ -113,6 +113,25 @@ def jacobian_determinant(field: np.ndarray, rows: int = 8):
         yield start, _jacobian_rows(field, start, min(start + rows, n))
 
 
+def jacobian_plane(field: np.ndarray, k: int) -> np.ndarray:
+    """det(I + grad u) on the index plane k of axis 2, over the full (i, j) range: the numbers
+    `jacobian_determinant` gives there (the official kernel and expansion), with the CROP-voxel border, where
+    the official crop leaves no value, set to 1. Used by the report's Jacobian map."""
+    n = field.shape[2]
+    if not CROP <= k < n - CROP:
+        raise ValueError(f"plane k={k} lies in the {CROP}-voxel border of a field {field.shape[:3]}")
+    # a slab of the planes k - CROP - 1 .. k + CROP + 1: its own crop along axis 2 leaves planes k - 1 .. k + 1
+    # (the slab's edge planes only feed the central differences), so plane k is the slab's cropped plane 1
+    lo, hi = k - CROP - 1, k + CROP + 2
+    slab = field[:, :, max(lo, 0):min(hi, n)]
+    if lo < 0 or hi > n:  # next to the border: pad planes that only neighbour cropped-away slab planes
+        slab = np.pad(slab, ((0, 0), (0, 0), (max(-lo, 0), max(hi - n, 0)), (0, 0)))
+    out = np.ones(field.shape[:2], dtype=np.float64)
+    for start, det in jacobian_determinant(slab):
+        out[CROP + start:CROP + start + det.shape[0], CROP:-CROP] = det[:, :, 1]
+    return out
+
+
 def _memory_order_view(field: np.ndarray) -> np.ndarray:
     """A view whose first axis is the slowest in memory. For a Fortran-ordered field (nibabel) axes i and k
     are swapped together with components 0 and 2: det(P J P^T) = det(J), so the determinants are the same

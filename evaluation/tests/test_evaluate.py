@@ -194,3 +194,24 @@ def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
     assert "0099_0000<--0099_0001" in data["cases"], data["failed_cases"]
     np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0001"][M.TRE]["detailed"],
                                reference_tre(points[("0099", 1)], fields[("0099", 1)]), atol=1e-4)
+
+
+@pytest.mark.parametrize("content, row", [("1,2,3\n4,nan,6\n", "row 2: non-finite"),
+                                          ("1,2,3\n\n4,5,6\n7,8,inf\n", "row 4: non-finite"),
+                                          ("1,2,3\n4,5\n", "row 2: 2 values, expected 3"),
+                                          ("1,2,3\n4,x,6\n", "row 2: not a number"),
+                                          ("", "no landmarks")])
+def test_bad_landmark_file_named_with_its_row(dataset, tmp_path, content, row):
+    import shutil
+    root, gt, points, fields = dataset
+    gt2 = tmp_path / "gt"
+    shutil.copytree(gt, gt2)
+    (gt2 / "landmarksTr" / "ReMIND2Reg_0099_0001.csv").write_text(content)
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        synth.write_nifti_field(str(inp), case, m, field)
+    code, data = evaluate(inp, gt2, tmp_path / "metrics.json")
+    assert code == 1
+    message = data["failed_cases"]["0099_0000<--0099_0001"]
+    assert message.startswith("0099_0000<--0099_0001: ReMIND2Reg_0099_0001.csv: " + row), message
+    assert "\n" not in message and len(data["cases"]) == 3

@@ -163,3 +163,19 @@ def test_fast_nifti_reader_equals_nibabel_get_fdata(tmp_path):
     raw = gzip.decompress(open(path, "rb").read())  # two gzip members: still read completely
     open(path, "wb").write(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     np.testing.assert_array_equal(load_field(path, SHAPE, "k").field, nib.load(path).get_fdata())
+
+
+def test_jacobian_plane_is_the_official_determinant_on_that_plane():
+    # the report's Jacobian map comes from metrics.jacobian_plane: the official numbers on plane k, border = 1
+    rng = np.random.default_rng(7)
+    field = gaussian_filter(rng.standard_normal(SHAPE + (3,)), (1, 1, 1, 0)).astype(np.float32) * 12
+    reference = official_jacobian_determinant(field.astype(np.float64))  # cropped (X-4, Y-4, Z-4)
+    for k in (M.CROP, M.CROP + 1, SHAPE[2] // 2, SHAPE[2] - M.CROP - 1):
+        plane = M.jacobian_plane(field, k)
+        assert plane.shape == SHAPE[:2]
+        np.testing.assert_allclose(plane[M.CROP:-M.CROP, M.CROP:-M.CROP], reference[:, :, k - M.CROP], rtol=0,
+                                   atol=1e-12)
+        assert (plane[:M.CROP] == 1).all() and (plane[:, -M.CROP:] == 1).all()
+    assert (reference <= 0).any()  # the field folds somewhere: the comparison covers negative determinants
+    with pytest.raises(ValueError, match="border"):
+        M.jacobian_plane(field, 1)
