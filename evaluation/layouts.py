@@ -39,6 +39,7 @@ class Located:
     runtimes: dict[str, float] = dataclass_field(default_factory=dict)
     warnings: list[str] = dataclass_field(default_factory=list)
     errors: dict[str, str] = dataclass_field(default_factory=dict)  # pair key -> one-line problem
+    runtime_source: str | None = None  # where runtimes came from (None: not available)
 
 
 def detect_layout(input_dir: str) -> str:
@@ -66,6 +67,8 @@ def locate_organisers(input_dir: str, pairs) -> Located:
         if match and pair_key(match.group(1), int(match.group(3))) not in wanted:
             found.warnings.append(f"{name}: no ground-truth pair, not evaluated")
     found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS), found.warnings))
+    if found.runtimes:
+        found.runtime_source = f"{TIMINGS} (the algorithm's own seconds per pair)"
     return found
 
 
@@ -169,6 +172,7 @@ def locate_grand_challenge(input_dir: str, pairs) -> Located:
         duration = _duration(job)
         if duration is not None:
             found.runtimes[key] = duration
+            found.runtime_source = "job completed_at - started_at"
     for key in sorted(wanted - set(found.fields) - set(found.errors)):
         found.fields[key] = None
     return found

@@ -36,6 +36,8 @@ NUM_FOLDINGS = "num_foldings"    # official fold count: always 0 because of the 
 FOLDS = "num_folds_true"         # voxels with J <= 0 (unshifted)
 FOLD_FRACTION = "fold_fraction_true"
 RUNTIME = "runtime_s"            # seconds per pair (algorithm timings or platform job duration)
+# plausibility() of the zero field (u = 0: J = 1 everywhere), used for a pair scored as identity
+IDENTITY_PLAUSIBILITY = {SDLOGJ: 0.0, NUM_FOLDINGS: 0.0, FOLDS: 0.0, FOLD_FRACTION: 0.0}
 LOWER_IS_BETTER = (TRE, TRE_WORST30, SDLOGJ, FOLDS, FOLD_FRACTION, RUNTIME, TRE_INITIAL, NUM_FOLDINGS)
 
 
