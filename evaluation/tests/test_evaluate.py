@@ -74,6 +74,7 @@ def test_organisers_layout_end_to_end(dataset, tmp_path):
     assert set(data["pooled_landmarks"]["all"]) == {"n_landmarks", "TRE_lm", "TRE_worst30"}
     assert data["cases"]["0099_0000<--0099_0001"][M.RUNTIME]["mean"] == 12.5
     assert M.RUNTIME not in data["cases"]["0100_0000<--0100_0001"]
+    assert data["runtime_source"].startswith("timings.json")
     assert not [f for f in os.listdir(tmp_path / "out") if f != "metrics.json"]  # no temp file left
     pytest.organisers = data
 
@@ -91,6 +92,7 @@ def test_grand_challenge_layout_same_numbers(dataset, tmp_path):
         if reference:
             assert case[M.SDLOGJ]["mean"] == pytest.approx(reference["cases"][key][M.SDLOGJ]["mean"], abs=1e-4)
         assert case[M.RUNTIME]["mean"] == pytest.approx(durations[(c, m)])
+    assert data["runtime_source"].startswith("Grand Challenge job exec_duration")
 
 
 def test_grand_challenge_missing_job_and_geometry_mismatch(dataset, tmp_path):
@@ -311,3 +313,37 @@ def test_identity_plausibility_is_the_zero_fields():
     for shape in ((9, 8, 7), (32, 30, 28)):  # J = 1 everywhere: std of a constant (0 up to rounding), no folds
         values = M.plausibility(np.zeros(shape + (3,), np.float32))
         assert values == pytest.approx(M.IDENTITY_PLAUSIBILITY, abs=1e-15)
+
+
+def test_iso_durations_as_the_platform_writes_them():
+    from evaluation.layouts import parse_iso_duration
+    # the platform's own test vectors (grand-challenge.org app/tests/algorithms_tests/test_api.py)
+    assert parse_iso_duration("P0DT00H22M17S") == 1337.0
+    assert parse_iso_duration("P0DT00H31M14S") == 1874.0
+    assert parse_iso_duration("P1DT02H03M04.500000S") == 86400 + 2 * 3600 + 3 * 60 + 4.5
+    assert parse_iso_duration("-P0DT00H00M01S") == -1.0
+    assert parse_iso_duration(None) is None and parse_iso_duration("soon") is None and parse_iso_duration("P") is None
+    assert synth.django_duration(1337) == "P0DT00H22M17S" and synth.django_duration(12.25) == "P0DT00H00M12.250000S"
+
+
+def test_grand_challenge_runtime_only_from_exec_duration(dataset, tmp_path):
+    # started_at/completed_at are no longer in the platform's job JSON: if a job still carried them they are
+    # ignored; a null exec_duration (not measured) means no runtime, said in runtime_source
+    root, gt, points, fields = dataset
+    inp = synth.write_gc_layout(str(tmp_path / "in"), fields, synth.oblique_grid(), {p: 7.0 for p in fields})
+    jobs = json.load(open(os.path.join(inp, "predictions.json")))
+    for job in jobs:
+        job["exec_duration"] = None
+        job["started_at"], job["completed_at"] = "2026-11-24T10:00:00Z", "2026-11-24T10:00:42Z"
+    jobs[0]["exec_duration"] = "P0DT00H01M05.500000S"
+    json.dump(jobs, open(os.path.join(inp, "predictions.json"), "w"))
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 0
+    with_runtime = {k: c[M.RUNTIME]["mean"] for k, c in data["cases"].items() if M.RUNTIME in c}
+    assert with_runtime == {"0099_0000<--0099_0001": 65.5}
+    assert data["aggregates"][M.RUNTIME]["mean"] == 65.5
+    for job in jobs:
+        job["exec_duration"] = None
+    json.dump(jobs, open(os.path.join(inp, "predictions.json"), "w"))
+    code, data = evaluate(inp, gt, tmp_path / "metrics2.json")
+    assert data["runtime_source"] is None and M.RUNTIME not in data["aggregates"]
