@@ -347,3 +347,17 @@ def test_grand_challenge_runtime_only_from_exec_duration(dataset, tmp_path):
     json.dump(jobs, open(os.path.join(inp, "predictions.json"), "w"))
     code, data = evaluate(inp, gt, tmp_path / "metrics2.json")
     assert data["runtime_source"] is None and M.RUNTIME not in data["aggregates"]
+
+
+def test_npz_float64_is_sampled_in_float64_like_remind2reg(dataset, tmp_path):
+    # ReMIND2Reg's load_disp casts .npz to float64 (Learn2Reg main: float32); a float64 field whose values
+    # float32 cannot hold must give the float64 TRE to 1e-12, not a float32-rounded one
+    root, gt, points, fields = dataset
+    field = fields[("0099", 1)].astype(np.float64) + 1e-4 / 3
+    synth.write_nifti_field(str(tmp_path / "in"), "0099", 1, field, ".npz")
+    code, data = evaluate(tmp_path / "in", gt, tmp_path / "m.json", missing="identity")
+    expected = reference_tre(points[("0099", 1)], field)
+    np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0001"][M.TRE]["detailed"], expected, atol=1e-12,
+                               rtol=0)
+    rounded = reference_tre(points[("0099", 1)], field.astype(np.float32))
+    assert np.abs(rounded - expected).max() > 1e-9  # the check above can tell the two apart

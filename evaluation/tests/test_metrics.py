@@ -110,7 +110,7 @@ def test_block_sampling_equals_full_volume_map_coordinates():
     points = np.concatenate([inside, edges])
     full = np.stack([map_coordinates(field[..., c].astype(np.float64), points.T) for c in range(3)], axis=1)
     np.testing.assert_allclose(M.sample_displacement(field, points), full, atol=1e-9, rtol=0)
-    # the organisers' .npz path samples a float32 array (float32 output): mirrored exactly
+    # Learn2Reg main's .npz path samples a float32 array (float32 output): mirrored exactly by the option
     full32 = np.stack([map_coordinates(field[..., c], points.T) for c in range(3)], axis=1)
     np.testing.assert_array_equal(M.sample_displacement(field, points, np.float32), full32.astype(np.float64))
 
