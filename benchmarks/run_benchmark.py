@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 
+from evaluation import metrics as M
 from interfaces import conventions as cv
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -100,21 +101,22 @@ def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> flo
 def worse_than(metrics: dict, identity: dict) -> int:
     """Pairs whose TRE is worse than with no registration."""
     cases, reference = metrics["cases"], identity["cases"]
-    return int(sum(cases[k]["TRE"]["mean"] > reference[k]["TRE"]["mean"] + 1e-6 for k in cases if k in reference))
+    return int(sum(cases[k][M.TRE]["mean"] > reference[k][M.TRE]["mean"] + 1e-6 for k in cases if k in reference))
 
 
 def summarise(method: str, metrics: dict, identity: dict | None, wall: float) -> dict:
-    """One table row from a metrics.json (and the identity run's, to count pairs made worse)."""
+    """One table row from a metrics.json (and the identity run's, to count pairs made worse). The row's column
+    names are the table's (TRE, TRE30, SDlogJ); the metrics.json names come from evaluation.metrics."""
     cases = metrics["cases"]
-    tre = np.array([c["TRE"]["mean"] for c in cases.values()])
+    tre = np.array([c[M.TRE]["mean"] for c in cases.values()])
     row = {"method": method, "pairs": len(cases), "failed": len(metrics.get("failed_cases", {})),
            "TRE": float(tre.mean()) if tre.size else float("nan"),
            "TRE_sd": float(tre.std()) if tre.size else float("nan"),
-           "TRE30": metrics["aggregates"].get("TRE", {}).get("30", float("nan")),
-           "worst30_landmarks": metrics["pooled_landmarks"]["all"]["TRE_worst30"],
+           "TRE30": metrics["aggregates"].get(M.TRE, {}).get("30", float("nan")),
+           "worst30_landmarks": metrics["pooled_landmarks"]["all"][M.TRE_WORST30],
            "max_pair_TRE": float(tre.max()) if tre.size else float("nan"),
-           "SDlogJ": metrics["aggregates"].get("LogJacDetStd", {}).get("mean", float("nan")),
-           "folds": int(sum(c["num_folds_true"]["mean"] for c in cases.values())),
+           "SDlogJ": metrics["aggregates"].get(M.SDLOGJ, {}).get("mean", float("nan")),
+           "folds": int(sum(c[M.FOLDS]["mean"] for c in cases.values())),
            "wall_s": wall}
     if identity is not None:
         row["worse_than_identity"] = worse_than(metrics, identity)

@@ -4,13 +4,22 @@
 
 Defaults are the container paths: /input, /opt/ml/input/data/ground_truth, /output/metrics.json. The layout is
 detected from the input: `predictions.json` present -> Grand Challenge, else the organisers' flat folder.
-Exit status: 0 all pairs evaluated; 1 some pairs failed (each named in metrics.json "errors"; the others are
-still evaluated); 2 nothing could be evaluated (no ground truth, no pairs).
+
+Failure policy (`--missing`): `fail` (default, strict like the organisers' code) exits 1 when a pair's
+prediction is missing or invalid; `identity` scores such a pair as no registration (u = 0), lists it in
+metrics.json "scored_as_identity" and exits 0. metrics.json is written before exiting either way (the other
+pairs are always evaluated). A ground-truth problem always fails its pair.
+Exit status: 0 every pair scored; 1 some pairs not scored (named in metrics.json "failed_cases" and in the
+last stderr line); 2 nothing could be evaluated (no ground truth, no pairs, unreadable layout, crash).
+Logging: INFO on stdout; WARNING and ERROR on stderr. A failing run's last stderr line says why and names the
+pairs (the platform shows a failed job's last non-empty stderr line); a successful run never ends stderr
+with an error line.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor
@@ -29,12 +38,40 @@ from interfaces.conventions import FIXED_INDEX, MODALITIES
 from interfaces.images import write_json_atomic
 
 EVAL_VERSION = "2.0"          # Learn2Reg metrics.json shape version
-EVALUATOR = "remind2reg-eval 1.0"
+EVALUATOR = "remind2reg-eval 1.1"
+MISSING_POLICIES = ("fail", "identity")
+PREDICTION, GROUND_TRUTH, INTERNAL = "prediction", "ground_truth", "internal"  # kinds of a pair's failure
+
+log = logging.getLogger("remind2reg.evaluation")
+
+
+class _SplitHandler(logging.Handler):
+    """INFO (and below) -> stdout as the bare message; WARNING and ERROR -> stderr as 'LEVEL: message'. The
+    streams are looked up when a record is written (so redirections and test captures apply)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            message = " ".join(record.getMessage().split())  # one line per record, always
+            if record.levelno < logging.WARNING:
+                stream, line = sys.stdout, message
+            else:
+                stream, line = sys.stderr, f"{record.levelname}: {message}"
+            stream.write(line + "\n")
+            stream.flush()
+        except Exception:  # pragma: no cover - logging must never break the evaluation
+            self.handleError(record)
+
+
+def setup_logging(quiet: bool = False) -> None:
+    if not any(isinstance(h, _SplitHandler) for h in log.handlers):
+        log.addHandler(_SplitHandler())
+    log.propagate = False
+    log.setLevel(logging.WARNING if quiet else logging.INFO)
 
 
 def evaluate_pair(pair: Pair, gt_dir: str, field_path: str | None, runtime: float | None, layout: str,
                   report_dir: str | None = None) -> dict:
-    """One pair -> {"key", "metrics": {metric: {"mean", "detailed"}}, "tre": [...]} or {"key", "error"}."""
+    """One pair -> {"key", "metrics": {metric: {"mean", "detailed"}}, "tre": [...]} or {"key", "error", "kind"}."""
     try:
         if field_path is None:
             raise FieldError(f"{pair.key}: no displacement field found for this pair")
@@ -63,10 +100,29 @@ def evaluate_pair(pair: Pair, gt_dir: str, field_path: str | None, runtime: floa
             from evaluation import report
             report.pair_figure(pair, gt_dir, loaded.field, fixed_points, moving_points, tre, tre0, report_dir)
         return {"key": pair.key, "metrics": result, "tre": tre.tolist()}
-    except (FieldError, GroundTruthError) as exc:
-        return {"key": pair.key, "error": str(exc)}
+    except FieldError as exc:
+        return {"key": pair.key, "error": str(exc), "kind": PREDICTION}
+    except GroundTruthError as exc:
+        return {"key": pair.key, "error": str(exc), "kind": GROUND_TRUTH}
     except Exception as exc:  # never lose the other pairs to one unexpected failure
-        return {"key": pair.key, "error": f"{pair.key}: {type(exc).__name__}: {' '.join(str(exc).split())}"}
+        return {"key": pair.key, "error": f"{pair.key}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+                "kind": INTERNAL}
+
+
+def evaluate_identity(pair: Pair, gt_dir: str) -> dict:
+    """A pair scored as no registration (u = 0): TRE_lm = TRE_initial, the zero field's plausibility figures.
+    Same result shape as evaluate_pair; a ground-truth problem is returned as its error."""
+    try:
+        fixed_points, moving_points = load_landmarks(pair, gt_dir)
+        _, spacing = image_header(pair, gt_dir, pair.moving)
+        tre0 = M.tre(fixed_points, moving_points, None, spacing)
+        result = {M.TRE: {"mean": float(tre0.mean()), "detailed": tre0.tolist()},
+                  M.TRE_WORST30: _scalar(M.worst_fraction_mean(tre0)),
+                  M.TRE_INITIAL: {"mean": float(tre0.mean()), "detailed": tre0.tolist()}}
+        result.update({name: _scalar(value) for name, value in M.IDENTITY_PLAUSIBILITY.items()})
+        return {"key": pair.key, "metrics": result, "tre": tre0.tolist()}
+    except GroundTruthError as exc:
+        return {"key": pair.key, "error": f"{exc} (cannot score as identity either)", "kind": GROUND_TRUTH}
 
 
 def _scalar(value: float) -> dict:
@@ -88,7 +144,10 @@ def _pooled(results: list[dict]) -> dict:
 
 
 def build_metrics(results: list[dict], pairs: list[Pair], name: str, layout: str, warnings: list[str],
-                  extra_errors: dict[str, str]) -> dict:
+                  extra_errors: dict[str, str], identity: dict[str, str] | None = None,
+                  missing: str = "fail", runtime_source: str | None = None) -> dict:
+    """metrics.json. `identity`: pair key -> why it was scored as identity (its result is among `results`)."""
+    identity = identity or {}
     ok = [r for r in results if "metrics" in r]
     failed = {r["key"]: r["error"] for r in results if "error" in r}
     failed.update(extra_errors)
@@ -105,66 +164,109 @@ def build_metrics(results: list[dict], pairs: list[Pair], name: str, layout: str
             "pooled_landmarks": pooled,
             "cases": cases,
             "failed_cases": failed,
+            "scored_as_identity": dict(sorted(identity.items())),
             "errors": [failed[k] for k in sorted(failed)],
             "warnings": warnings,
-            "counts": {"pairs": len(pairs), "evaluated": len(cases), "failed": len(failed)},
+            "counts": {"pairs": len(pairs), "evaluated": len(cases), "failed": len(failed),
+                       "scored_as_identity": len(identity)},
+            "missing_policy": missing,
+            "runtime_source": runtime_source,
             "layout": layout,
             "evaluator": EVALUATOR,
             "eval_version": EVAL_VERSION}
 
 
-def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, workers: int = 0,
-        report_dir: str | None = None, name: str = "ReMIND2Reg", quiet: bool = False) -> int:
-    def say(message: str) -> None:
-        if not quiet:
-            print(message, file=sys.stderr)
+def _short(text: str, limit: int = 200) -> str:
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
+
+def _fail_early(output: str, name: str, pairs: list[Pair], errors: dict[str, str], why: str, missing: str) -> int:
+    write_json_atomic(build_metrics([], pairs, name, "unknown", [], errors, missing=missing), output)
+    log.error(why)
+    return 2
+
+
+def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, workers: int = 0,
+        report_dir: str | None = None, name: str = "ReMIND2Reg", quiet: bool = False, missing: str = "fail") -> int:
+    """Evaluate, write `output` (always), log, and return the exit status (see the module docstring)."""
+    setup_logging(quiet)
+    if missing not in MISSING_POLICIES:
+        raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     try:
         pairs, used = (pairs_from_config(config), config) if config else discover_pairs(gt_dir)
     except (GroundTruthError, OSError, ValueError, KeyError) as exc:
-        write_json_atomic(build_metrics([], [], name, "unknown", [], {"ground_truth": f"ground truth: {exc}"}), output)
-        print(f"error: ground truth: {exc}", file=sys.stderr)
-        return 2
+        return _fail_early(output, name, [], {"ground_truth": f"ground truth: {exc}"},
+                           f"evaluation failed: ground truth: {exc}", missing)
     if not pairs:
-        write_json_atomic(build_metrics([], [], name, "unknown", [], {"ground_truth": f"no pairs in {gt_dir}"}),
-                          output)
-        print(f"error: no evaluation pairs found in {gt_dir}", file=sys.stderr)
-        return 2
+        return _fail_early(output, name, [], {"ground_truth": f"no pairs in {gt_dir}"},
+                           f"evaluation failed: no evaluation pairs found in {gt_dir}", missing)
     try:
         located = locate(input_dir, pairs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         errors = {p.key: f"{p.key}: input layout unreadable ({type(exc).__name__}: {exc})" for p in pairs}
-        write_json_atomic(build_metrics([], pairs, name, "unknown", [], errors), output)
-        print(f"error: cannot read the input layout: {exc}", file=sys.stderr)
-        return 2
-    say(f"{located.layout} layout, {len(pairs)} pairs ({'config ' + os.path.basename(used) if used else 'all landmark pairs'})")
+        return _fail_early(output, name, pairs, errors, f"evaluation failed: cannot read the input layout "
+                                                        f"{input_dir} ({type(exc).__name__}: {exc})", missing)
+    log.info(f"{located.layout} layout, {len(pairs)} pairs "
+             f"({'config ' + os.path.basename(used) if used else 'all landmark pairs'}), --missing {missing}")
+    for warning in located.warnings:
+        log.warning(warning)
+    results = [{"key": p.key, "error": located.errors[p.key], "kind": PREDICTION}
+               for p in pairs if p.key in located.errors]
     todo = [p for p in pairs if p.key not in located.errors]
     jobs = [(p, gt_dir, located.fields.get(p.key), located.runtimes.get(p.key), located.layout, report_dir)
             for p in todo]
     workers = workers or min(len(jobs), os.cpu_count() or 1, 2)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(evaluate_pair, *zip(*jobs)))
+            results += list(pool.map(evaluate_pair, *zip(*jobs)))
     else:
-        results = [evaluate_pair(*job) for job in jobs]
+        results += [evaluate_pair(*job) for job in jobs]
+    by_key = {p.key: p for p in pairs}
+    identity: dict[str, str] = {}
+    if missing == "identity":
+        for n, result in enumerate(results):
+            if result.get("kind") == PREDICTION:
+                replacement = evaluate_identity(by_key[result["key"]], gt_dir)
+                if "metrics" in replacement:
+                    identity[result["key"]] = result["error"]
+                results[n] = replacement
+    results.sort(key=lambda r: r["key"])
     for result in results:
-        say(f"  {result['key']}: " + (f"TRE {result['metrics'][M.TRE]['mean']:.3f} mm, SDlogJ "
-                                      f"{result['metrics'][M.SDLOGJ]['mean']:.4f}" if "metrics" in result
-                                      else f"ERROR {result['error']}"))
-    data = build_metrics(results, pairs, name, located.layout, located.warnings, located.errors)
-    for warning in located.warnings:
-        say(f"warning: {warning}")
+        key = result["key"]
+        if key in identity:
+            log.warning(f"{key}: scored as identity (no registration; --missing identity): {identity[key]}")
+        elif "metrics" in result:
+            values = result["metrics"]
+            log.info(f"  {key}: {M.TRE} {values[M.TRE]['mean']:.3f} mm, {M.SDLOGJ} {values[M.SDLOGJ]['mean']:.4f}"
+                     + (f", {M.RUNTIME} {values[M.RUNTIME]['mean']:.1f}" if M.RUNTIME in values else ""))
+        else:
+            log.error(result["error"])
+    data = build_metrics(results, pairs, name, located.layout, located.warnings, {}, identity, missing,
+                         located.runtime_source)
     write_json_atomic(data, output)
     if report_dir and data["cases"]:
         from evaluation import report
         report.summary_figure({name: data}, report_dir)
-    for error in data["errors"]:
-        print(f"error: {error}", file=sys.stderr)
     aggregate = data["aggregates"].get(M.TRE, {})
     if aggregate.get("mean") is not None:
-        say(f"TRE mean {aggregate['mean']:.3f} mm, TRE30 {aggregate['30']:.3f} mm over {len(data['cases'])} pairs "
-            f"-> {output}")
-    return 1 if data["errors"] else 0
+        log.info(f"{M.TRE} mean {aggregate['mean']:.3f} mm, TRE30 (\"30\") {aggregate['30']:.3f} mm over "
+                 f"{len(data['cases'])} pairs -> {output}")
+    failed = data["failed_cases"]
+    if failed:
+        hint = ""
+        if missing == "fail" and any(r.get("kind") == PREDICTION for r in results if r["key"] in failed):
+            hint = "; --missing identity would score a missing/invalid prediction as no registration"
+        log.error(f"evaluation failed: {len(failed)} of {len(pairs)} pairs not scored: "
+                  + "; ".join(_short(failed[k]) for k in sorted(failed))
+                  + f" (metrics.json written with the other {len(data['cases'])}{hint})")
+        return 1
+    if identity:
+        log.warning(f"evaluation finished, exit status 0: {len(data['cases'])} of {len(pairs)} pairs scored, "
+                    f"{len(identity)} of them as identity (--missing identity): {', '.join(sorted(identity))}")
+    elif located.warnings:
+        log.warning(f"evaluation finished, exit status 0: all {len(pairs)} pairs scored "
+                    f"({len(located.warnings)} warning(s) above, none of them a failure)")
+    return 0
 
 
 def main(argv=None) -> int:
@@ -182,17 +284,35 @@ def main(argv=None) -> int:
     parser.add_argument("--report", default=None, metavar="DIR", help="write PNGs per pair and a summary plot "
                                                                       "(needs matplotlib)")
     parser.add_argument("--name", default="ReMIND2Reg", help="the 'name' field of metrics.json")
-    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--missing", choices=MISSING_POLICIES,
+                        default=os.environ.get("REMIND2REG_EVAL_MISSING", "fail"),
+                        help="a pair whose prediction is missing or invalid: 'fail' (default; strict like the "
+                             "organisers' code: exit 1, the pairs named in the last stderr line) or 'identity' "
+                             "(scored as no registration, u = 0, listed in metrics.json scored_as_identity, "
+                             "exit 0). Default from $REMIND2REG_EVAL_MISSING, else fail. metrics.json is "
+                             "written either way")
+    parser.add_argument("--quiet", action="store_true", help="no INFO lines (stdout)")
     args = parser.parse_args(argv)
+    setup_logging(args.quiet)
     if args.report:
         from evaluation import report
         try:
             report.require_matplotlib()
         except ImportError as exc:
-            print(f"error: {exc}", file=sys.stderr)
+            log.error(f"evaluation failed: {exc}")
             return 2
-    return run(args.input, args.ground_truth, args.output, args.config, args.workers, args.report, args.name,
-               args.quiet)
+    try:
+        return run(args.input, args.ground_truth, args.output, args.config, args.workers, args.report, args.name,
+                   args.quiet, args.missing)
+    except Exception as exc:  # an unexpected crash still ends stderr with one line saying why
+        why = f"evaluation crashed: {type(exc).__name__}: {exc}"
+        try:
+            write_json_atomic(build_metrics([], [], args.name, "unknown", [], {"evaluation": why},
+                                            missing=args.missing), args.output)
+        except Exception:
+            pass
+        log.error(why)
+        return 2
 
 
 if __name__ == "__main__":

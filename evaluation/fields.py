@@ -4,9 +4,11 @@ Organisers' files (`disp_XXXX_0000_XXXX_000M.nii.gz|.npz`) hold the voxel field 
 Challenge `.mha` files hold the DSPF physical field and are converted with
 `interfaces.conventions.physical_to_voxel_field` (the project's one definition of that convention).
 
-Dtype note (agreement with the organisers' code): they read `.nii.gz` with nibabel `get_fdata()` (float64) and
-`.npz` as float32. We keep float32 for float32 files (the values are identical, half the memory) and sample
-landmarks in float64 either way; `sample_dtype` says which dtype their TRE sampling returned.
+Dtype note (agreement with the organisers' code): the ReMIND2Reg evaluation (ReubenDo/ReMIND2Reg,
+evaluation/utils.py `load_disp`) reads `.nii.gz` with nibabel `get_fdata()` and casts `.npz` to float64, so
+its TRE sampling is float64 for both (the Learn2Reg main repository casts `.npz` to float32 instead; the
+`sample_dtype=float32` option of metrics.sample_displacement mirrors that). We keep float32 files as float32
+(the values are identical, half the memory) and sample landmarks in float64.
 """
 from __future__ import annotations
 
@@ -72,9 +74,9 @@ def _read_npz(path: str) -> tuple[np.ndarray, type]:
         if "arr_0" not in archive.files:
             raise ValueError(f"npz has no key 'arr_0' (keys: {', '.join(archive.files) or 'none'})")
         data = archive["arr_0"]
-    if data.dtype != np.float32:
-        data = data.astype(np.float32)
-    return data, np.float32
+    if data.dtype not in (np.float32, np.float64):  # float16 and small ints are exact in float32
+        data = data.astype(np.float64 if data.dtype.itemsize > 2 and data.dtype.kind in "iu" else np.float32)
+    return data, np.float64  # ReMIND2Reg's load_disp: astype(float64), sampled in float64
 
 
 def _read_dspf(path: str) -> tuple[np.ndarray, Grid]:

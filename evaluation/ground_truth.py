@@ -96,23 +96,48 @@ def image_path(gt_dir: str, case: str, modality: int) -> str:
 
 
 def load_landmarks(pair: Pair, gt_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """(fixed points, moving points), each N x 3 float64 voxel indices."""
+    """(fixed points, moving points), each N x 3 float64 voxel indices.
+
+    Parsed with `np.loadtxt(delimiter=",")` as the organisers do; a file that does not parse, or holds a
+    NaN/Inf, is named with the first offending row (1-based line number) in a one-line GroundTruthError."""
     points = []
     for modality in (FIXED_INDEX, pair.moving):
         path = landmark_path(gt_dir, pair.case, modality)
+        name = os.path.basename(path)
         if not os.path.isfile(path):
-            raise GroundTruthError(f"{pair.key}: {os.path.basename(path)}: missing landmark file")
+            raise GroundTruthError(f"{pair.key}: {name}: missing landmark file")
         try:
             values = np.loadtxt(path, delimiter=",", ndmin=2, dtype=np.float64)
-        except ValueError as exc:
-            raise GroundTruthError(f"{pair.key}: {os.path.basename(path)}: unreadable landmarks ({exc})") from None
-        if values.ndim != 2 or values.shape[1] != 3 or not np.isfinite(values).all():
-            raise GroundTruthError(f"{pair.key}: {os.path.basename(path)}: landmarks must be finite N x 3, "
-                                   f"got shape {values.shape}")
+        except ValueError:
+            values = None
+        if values is None or values.ndim != 2 or values.shape[1] != 3 or not np.isfinite(values).all():
+            raise GroundTruthError(f"{pair.key}: {name}: {_first_bad_row(path)}")
         points.append(values)
     if points[0].shape != points[1].shape:
         raise GroundTruthError(f"{pair.key}: {points[0].shape[0]} fixed vs {points[1].shape[0]} moving landmarks")
     return points[0], points[1]
+
+
+def _first_bad_row(path: str) -> str:
+    """Why a landmark CSV is not finite N x 3, naming its first bad row by line number."""
+    rows = 0
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            text = line.split("#", 1)[0].strip()
+            if not text:
+                continue
+            rows += 1
+            cells = [c.strip() for c in text.split(",")]
+            shown = text if len(text) <= 80 else text[:77] + "..."
+            if len(cells) != 3:
+                return f"row {number}: {len(cells)} values, expected 3 (x,y,z voxel indices): '{shown}'"
+            try:
+                values = [float(c) for c in cells]
+            except ValueError:
+                return f"row {number}: not a number: '{shown}'"
+            if not all(np.isfinite(values)):
+                return f"row {number}: non-finite landmark coordinate (NaN/Inf): '{shown}'"
+    return "no landmarks" if rows == 0 else "landmarks must be finite N x 3"
 
 
 def image_header(pair: Pair, gt_dir: str, modality: int) -> tuple[tuple[int, ...], tuple[float, ...]]:

@@ -6,15 +6,22 @@ Grand Challenge (chosen when `IN/predictions.json` exists): a list of algorithm 
     "inputs" and "outputs" (each item has "interface" or, on the renamed platform, "socket", with "slug" and
     "relative_path", and "image": {"name": original file name}). The job's field is
     `IN/<pk>/output/<relative_path>/*.mha` (relative_path defaults to images/<slug>). The pair is
-    identified from the input image names (ReMIND2Reg_XXXX_000M.*); the runtime is completed_at - started_at.
+    identified from the input image names (ReMIND2Reg_XXXX_000M.*). The runtime is the job's
+    "exec_duration": the platform's JobSerializer (comic/grand-challenge.org,
+    app/grandchallenge/algorithms/serializers.py) lists pk, url, api_url, algorithm_image, inputs, outputs,
+    status, hanging_protocol, optional_hanging_protocols, view_content, exec_duration and invoke_duration;
+    "started_at"/"completed_at" were dropped from it in June 2025 (commit a9f9be1), the two durations added in
+    October 2025 (commit dac9c0a) as ISO 8601 strings (Django duration_iso_string, e.g. "P0DT00H22M17S"),
+    null when not measured. exec_duration includes model loading, input reading, processing and output
+    writing, and excludes container pulling and data transfer (the model field's help text).
 """
 from __future__ import annotations
 
 import glob
 import json
 import os
+import re
 from dataclasses import dataclass, field as dataclass_field
-from datetime import datetime
 
 from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, displacement_name, pair_key
 
@@ -39,6 +46,7 @@ class Located:
     runtimes: dict[str, float] = dataclass_field(default_factory=dict)
     warnings: list[str] = dataclass_field(default_factory=list)
     errors: dict[str, str] = dataclass_field(default_factory=dict)  # pair key -> one-line problem
+    runtime_source: str | None = None  # where runtimes came from (None: not available)
 
 
 def detect_layout(input_dir: str) -> str:
@@ -66,6 +74,8 @@ def locate_organisers(input_dir: str, pairs) -> Located:
         if match and pair_key(match.group(1), int(match.group(3))) not in wanted:
             found.warnings.append(f"{name}: no ground-truth pair, not evaluated")
     found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS), found.warnings))
+    if found.runtimes:
+        found.runtime_source = f"{TIMINGS} (the algorithm's own seconds per pair)"
     return found
 
 
@@ -131,13 +141,23 @@ def _job_field(input_dir: str, job: dict) -> str:
     return files[0]
 
 
-def _duration(job: dict) -> float | None:
-    try:
-        start = datetime.fromisoformat(str(job["started_at"]).replace("Z", "+00:00"))
-        stop = datetime.fromisoformat(str(job["completed_at"]).replace("Z", "+00:00"))
-        return (stop - start).total_seconds()
-    except (KeyError, ValueError, TypeError):
+EXEC_DURATION = "exec_duration"
+RUNTIME_SOURCE_GC = "Grand Challenge job exec_duration (incl. model load, excl. data transfer)"
+_ISO_DURATION = re.compile(r"^(-)?P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
+                           r"(?:(\d+(?:\.\d+)?)S)?)?$")
+
+
+def parse_iso_duration(text) -> float | None:
+    """Seconds of an ISO 8601 day-time duration as Django writes it ("P0DT00H22M17.500000S"); None when the
+    value is null or not such a duration."""
+    if not isinstance(text, str):
         return None
+    match = _ISO_DURATION.match(text.strip())
+    if not match or text.strip() in ("P", "-P", "PT", "-PT"):
+        return None
+    sign, days, hours, minutes, seconds = match.groups()
+    total = (float(days or 0) * 86400 + float(hours or 0) * 3600 + float(minutes or 0) * 60 + float(seconds or 0))
+    return -total if sign else total
 
 
 def locate_grand_challenge(input_dir: str, pairs) -> Located:
@@ -166,9 +186,13 @@ def locate_grand_challenge(input_dir: str, pairs) -> Located:
         except ValueError as exc:
             found.errors[key] = f"{key}: job {pk}: {exc}"
             continue
-        duration = _duration(job)
+        duration = parse_iso_duration(job.get(EXEC_DURATION))
         if duration is not None:
             found.runtimes[key] = duration
+            found.runtime_source = RUNTIME_SOURCE_GC
+        elif job.get(EXEC_DURATION) is not None:
+            found.warnings.append(f"job {pk}: {EXEC_DURATION} {job.get(EXEC_DURATION)!r} is not an ISO 8601 "
+                                  f"duration; no runtime for {key}")
     for key in sorted(wanted - set(found.fields) - set(found.errors)):
         found.fields[key] = None
     return found

@@ -1,9 +1,9 @@
 """Metrics, each following the organisers' published formula (Learn2Reg evaluation code, SPEC §4).
 
-TRE    per landmark ||(p_fix + u(p_fix) - p_mov) * spacing_mov||; u sampled with
+TRE_lm per landmark ||(p_fix + u(p_fix) - p_mov) * spacing_mov||; u sampled with
        scipy.ndimage.map_coordinates DEFAULTS (cubic spline, prefilter, mode 'constant', cval 0: a point
        outside the grid gets u = 0). Per-pair value = mean over landmarks.
-SDlogJ std(log(clip(J + 3, 1e-9, 1e9))), J = det(I + grad u), central differences (correlate with
+LogJacDetStd (SDlogJ) std(log(clip(J + 3, 1e-9, 1e9))), J = det(I + grad u), central differences (correlate with
        [-0.5, 0, 0.5], mode constant), 2-voxel border cropped. The "+3" is the official code's: it shifts J
        before the log, so the official fold count (J + 3 <= 0 after the clip) is always 0.
 Folds  the TRUE count J <= 0 (unshifted determinant, same crop) and its fraction of the cropped voxels.
@@ -25,8 +25,10 @@ from scipy.ndimage import map_coordinates
 SPLINE_MARGIN = 20
 CROP = 2
 
-# metric names in metrics.json (Learn2Reg names where an official one exists)
-TRE = "TRE"                      # mm, per-pair mean over landmarks (official)
+# metric names in metrics.json: the organisers' own names where they have one (their evaluation config
+# ReMIND2Reg_VAL_evaluation_config.json names "TRE_lm" and "LogJacDetStd"; their code adds "num_foldings"),
+# our extras under names of their own
+TRE = "TRE_lm"                   # mm, per-pair mean over landmarks (official)
 TRE_INITIAL = "TRE_initial"      # mm, with u = 0 (no registration)
 TRE_WORST30 = "TRE_worst30"      # mm, mean of the worst 30 % of a pair's landmarks (robustness figure)
 SDLOGJ = "LogJacDetStd"          # official SDlogJ (with the "+3")
@@ -34,6 +36,8 @@ NUM_FOLDINGS = "num_foldings"    # official fold count: always 0 because of the 
 FOLDS = "num_folds_true"         # voxels with J <= 0 (unshifted)
 FOLD_FRACTION = "fold_fraction_true"
 RUNTIME = "runtime_s"            # seconds per pair (algorithm timings or platform job duration)
+# plausibility() of the zero field (u = 0: J = 1 everywhere), used for a pair scored as identity
+IDENTITY_PLAUSIBILITY = {SDLOGJ: 0.0, NUM_FOLDINGS: 0.0, FOLDS: 0.0, FOLD_FRACTION: 0.0}
 LOWER_IS_BETTER = (TRE, TRE_WORST30, SDLOGJ, FOLDS, FOLD_FRACTION, RUNTIME, TRE_INITIAL, NUM_FOLDINGS)
 
 
@@ -109,6 +113,25 @@ def jacobian_determinant(field: np.ndarray, rows: int = 8):
     n = field.shape[0] - 2 * CROP
     for start in range(0, n, rows):
         yield start, _jacobian_rows(field, start, min(start + rows, n))
+
+
+def jacobian_plane(field: np.ndarray, k: int) -> np.ndarray:
+    """det(I + grad u) on the index plane k of axis 2, over the full (i, j) range: the numbers
+    `jacobian_determinant` gives there (the official kernel and expansion), with the CROP-voxel border, where
+    the official crop leaves no value, set to 1. Used by the report's Jacobian map."""
+    n = field.shape[2]
+    if not CROP <= k < n - CROP:
+        raise ValueError(f"plane k={k} lies in the {CROP}-voxel border of a field {field.shape[:3]}")
+    # a slab of the planes k - CROP - 1 .. k + CROP + 1: its own crop along axis 2 leaves planes k - 1 .. k + 1
+    # (the slab's edge planes only feed the central differences), so plane k is the slab's cropped plane 1
+    lo, hi = k - CROP - 1, k + CROP + 2
+    slab = field[:, :, max(lo, 0):min(hi, n)]
+    if lo < 0 or hi > n:  # next to the border: pad planes that only neighbour cropped-away slab planes
+        slab = np.pad(slab, ((0, 0), (0, 0), (max(-lo, 0), max(hi - n, 0)), (0, 0)))
+    out = np.ones(field.shape[:2], dtype=np.float64)
+    for start, det in jacobian_determinant(slab):
+        out[CROP + start:CROP + start + det.shape[0], CROP:-CROP] = det[:, :, 1]
+    return out
 
 
 def _memory_order_view(field: np.ndarray) -> np.ndarray:

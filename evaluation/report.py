@@ -47,7 +47,7 @@ def pair_figure(pair: Pair, gt_dir: str, field: np.ndarray, fixed_points: np.nda
     moving = _read(image_path(gt_dir, pair.case, pair.moving))
     k = int(np.clip(np.round(np.median(fixed_points[:, 2])), M.CROP + 1, field.shape[2] - M.CROP - 2))
     warped = warp_with_voxel_field(moving, field, slice_axis=2, slice_index=k)
-    det = _jacobian_slice(field, k)
+    det = M.jacobian_plane(field, k)
     u = M.sample_displacement(field, fixed_points)
     pulled_back = moving_points - u  # moving landmark expressed (approximately) in the fixed grid
 
@@ -89,15 +89,6 @@ def _save(plt, fig, out_dir: str, name: str) -> str:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
-
-
-def _jacobian_slice(field: np.ndarray, k: int) -> np.ndarray:
-    """det(I + grad u) on slice k (full i, j range; border rows/columns set to 1)."""
-    sub = field[:, :, k - M.CROP - 1:k + M.CROP + 2]
-    out = np.ones(field.shape[:2])
-    for start, det in M.jacobian_determinant(sub):
-        out[M.CROP + start:M.CROP + start + det.shape[0], M.CROP:-M.CROP] = det[:, :, 1]
-    return out
 
 
 def summary_figure(results: dict[str, dict], out_dir: str, metric: str = M.TRE) -> str:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Build the image, make a small synthetic case (2 patients x ceT1/T2, 32^3, one deliberately broken field),
 # run the container exactly as the platform does (no network, read-only inputs) in both layouts, check
-# metrics.json. Needs the project's Python (numpy, SimpleITK, nibabel) on the host to make the case.
+# metrics.json and that the last stderr line names the broken pair; then once more with --missing identity.
+# Needs the project's Python (numpy, SimpleITK, nibabel) on the host to make the case.
 set -euo pipefail
 HERE="$(cd "$(dirname "$0")" && pwd)"
 ROOT="$(dirname "$HERE")"
@@ -25,11 +26,21 @@ for layout in organisers gc; do
     -v "$WORK/in-$layout":/input:ro \
     -v "$WORK/gt":/opt/ml/input/data/ground_truth:ro \
     -v "$WORK/out-$layout":/output \
-    "$IMAGE"
+    "$IMAGE" 2>"$WORK/stderr-$layout"
   code=$?
   set -e
+  cat "$WORK/stderr-$layout" >&2
   echo "$layout layout: exit $code (1 expected: one broken field), run $(echo "$(date +%s.%N) - $start" | bc) s"
   [ "$code" = 1 ] || { echo "FAIL: expected exit status 1"; exit 1; }
-  "$PYTHON" -m evaluation.tests.make_test_case --check "$WORK/out-$layout/metrics.json" "$WORK/expected.json"
+  "$PYTHON" -m evaluation.tests.make_test_case --check "$WORK/out-$layout/metrics.json" "$WORK/expected.json" \
+    "$WORK/stderr-$layout"
 done
+# the same broken field under --missing identity (arguments after the image reach the evaluation): exit 0
+mkdir -p "$WORK/out-identity" && chmod 777 "$WORK/out-identity"
+docker run --rm --network none \
+  -v "$WORK/in-organisers":/input:ro \
+  -v "$WORK/gt":/opt/ml/input/data/ground_truth:ro \
+  -v "$WORK/out-identity":/output \
+  "$IMAGE" --missing identity || { echo "FAIL: --missing identity should exit 0"; exit 1; }
+"$PYTHON" -m evaluation.tests.make_test_case --check-identity "$WORK/out-identity/metrics.json" "$WORK/expected.json"
 echo "evaluation/test.sh: PASS"

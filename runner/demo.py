@@ -28,7 +28,7 @@ def demo(out_dir: str = "demo_output") -> int:
     with open(metrics_path) as handle:
         metrics = json.load(handle)
     for key, case in sorted(metrics["cases"].items()):
-        print(f"{key}: TRE before {case['TRE_initial']['mean']:.2f} mm -> after {case['TRE']['mean']:.2f} mm, "
+        print(f"{key}: TRE before {case['TRE_initial']['mean']:.2f} mm -> after {case['TRE_lm']['mean']:.2f} mm, "
               f"SDlogJ {case['LogJacDetStd']['mean']:.3f}, folds {case['num_folds_true']['mean']:.0f}")
     for error in metrics["errors"]:
         print(f"evaluation error: {error}")

@@ -1,7 +1,8 @@
 """Used by evaluation/test.sh: make a small case for the container, and check the container's metrics.json.
 
     python -m evaluation.tests.make_test_case WORK          -> WORK/{gt,in-organisers,in-gc,expected.json}
-    python -m evaluation.tests.make_test_case --check METRICS.json EXPECTED.json
+    python -m evaluation.tests.make_test_case --check METRICS.json EXPECTED.json [STDERR.txt]
+    python -m evaluation.tests.make_test_case --check-identity METRICS.json EXPECTED.json
 """
 from __future__ import annotations
 
@@ -36,7 +37,10 @@ def make(work: str) -> None:
     print(f"test case in {work}")
 
 
-def check(metrics_path: str, expected_path: str) -> int:
+BROKEN_KEY = f"{BROKEN[0]}_0000<--{BROKEN[0]}_{BROKEN[1]:04d}"
+
+
+def check(metrics_path: str, expected_path: str, stderr_path: str | None = None) -> int:
     with open(metrics_path) as handle:
         got = json.load(handle)
     with open(expected_path) as handle:
@@ -57,6 +61,33 @@ def check(metrics_path: str, expected_path: str) -> int:
     agg = got["aggregates"].get(M.TRE, {})
     print(f"{metrics_path}: layout {got.get('layout')}, {len(got['cases'])} pairs, TRE mean {agg.get('mean'):.4f} "
           f"TRE30 {agg.get('30'):.4f} mm, errors: {got['errors']}")
+    if stderr_path:  # the platform shows a failed job's last non-empty stderr line: it must name the pair
+        with open(stderr_path) as handle:
+            lines = [line for line in handle.read().splitlines() if line.strip()]
+        if not lines or not lines[-1].startswith("ERROR: evaluation failed") or BROKEN_KEY not in lines[-1]:
+            problems.append(f"last stderr line does not name {BROKEN_KEY}: {lines[-1:]!r}")
+    for problem in problems:
+        print(f"FAIL: {problem}")
+    return 1 if problems else 0
+
+
+def check_identity(metrics_path: str, expected_path: str) -> int:
+    """--missing identity: every pair scored, the broken one as u = 0 (TRE_lm = TRE_initial), the others as before."""
+    with open(metrics_path) as handle:
+        got = json.load(handle)
+    with open(expected_path) as handle:
+        expected = json.load(handle)
+    problems = []
+    if list(got.get("scored_as_identity", {})) != [BROKEN_KEY] or got["failed_cases"]:
+        problems.append(f"scored_as_identity {list(got.get('scored_as_identity', {}))}, failed {got['failed_cases']}")
+    broken = got["cases"].get(BROKEN_KEY, {})
+    if not broken or abs(broken[M.TRE]["mean"] - broken[M.TRE_INITIAL]["mean"]) > 1e-9:
+        problems.append(f"{BROKEN_KEY} not scored as identity: {broken.get(M.TRE)}")
+    for key in expected["cases"]:
+        if abs(got["cases"][key][M.TRE]["mean"] - expected["cases"][key][M.TRE]["mean"]) > 1e-4:
+            problems.append(f"{key}: {M.TRE} differs from the strict run")
+    print(f"{metrics_path}: --missing identity, {len(got['cases'])} pairs, scored as identity: "
+          f"{list(got.get('scored_as_identity', {}))}")
     for problem in problems:
         print(f"FAIL: {problem}")
     return 1 if problems else 0
@@ -64,5 +95,7 @@ def check(metrics_path: str, expected_path: str) -> int:
 
 if __name__ == "__main__":
     if sys.argv[1] == "--check":
-        sys.exit(check(sys.argv[2], sys.argv[3]))
+        sys.exit(check(*sys.argv[2:5]))
+    if sys.argv[1] == "--check-identity":
+        sys.exit(check_identity(sys.argv[2], sys.argv[3]))
     make(sys.argv[1])

@@ -85,9 +85,19 @@ def write_gc_layout(folder: str, fields: dict, grid: Grid, durations=None) -> st
                "outputs": [{key: {"slug": "displacement-field", "relative_path": "images/displacement-field"},
                             "image": {"name": "a1b2c3.mha"}}]}
         if durations:
-            job["started_at"] = "2026-11-24T10:00:00.000000Z"
-            job["completed_at"] = f"2026-11-24T10:00:{durations[(case, m)]:09.6f}Z"
+            job["exec_duration"] = django_duration(durations[(case, m)])
+            job["invoke_duration"] = None
         jobs.append(job)
     with open(os.path.join(folder, "predictions.json"), "w") as handle:
         json.dump(jobs, handle)
     return folder
+
+
+def django_duration(seconds: float) -> str:
+    """A duration as the platform serialises it (Django's duration_iso_string, e.g. 'P0DT00H22M17S')."""
+    micro = int(round(seconds * 1e6))
+    days, micro = divmod(micro, 86400 * 10**6)
+    hours, micro = divmod(micro, 3600 * 10**6)
+    minutes, micro = divmod(micro, 60 * 10**6)
+    whole, micro = divmod(micro, 10**6)
+    return f"P{days}DT{hours:02d}H{minutes:02d}M{whole:02d}{f'.{micro:06d}' if micro else ''}S"

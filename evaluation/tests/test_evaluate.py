@@ -66,8 +66,15 @@ def test_organisers_layout_end_to_end(dataset, tmp_path):
     ce = [data["cases"][k][M.TRE]["mean"] for k in data["cases"] if k.endswith("0001")]
     assert data["aggregates_by_sequence"]["ceT1"][M.TRE]["mean"] == pytest.approx(np.mean(ce))
     assert data["pooled_landmarks"]["all"]["n_landmarks"] == 24
+    # the organisers' names (their ReMIND2Reg_VAL_evaluation_config.json and evaluation.py) beside our extras
+    official = {"TRE_lm", "LogJacDetStd", "num_foldings"}
+    for names in (set(data["cases"]["0100_0000<--0100_0002"]), set(data["aggregates"])):
+        assert official <= names and not {"TRE", "SDlogJ"} & names, names
+        assert {"TRE_initial", "TRE_worst30", "num_folds_true", "fold_fraction_true"} <= names
+    assert set(data["pooled_landmarks"]["all"]) == {"n_landmarks", "TRE_lm", "TRE_worst30"}
     assert data["cases"]["0099_0000<--0099_0001"][M.RUNTIME]["mean"] == 12.5
     assert M.RUNTIME not in data["cases"]["0100_0000<--0100_0001"]
+    assert data["runtime_source"].startswith("timings.json")
     assert not [f for f in os.listdir(tmp_path / "out") if f != "metrics.json"]  # no temp file left
     pytest.organisers = data
 
@@ -85,6 +92,7 @@ def test_grand_challenge_layout_same_numbers(dataset, tmp_path):
         if reference:
             assert case[M.SDLOGJ]["mean"] == pytest.approx(reference["cases"][key][M.SDLOGJ]["mean"], abs=1e-4)
         assert case[M.RUNTIME]["mean"] == pytest.approx(durations[(c, m)])
+    assert data["runtime_source"].startswith("Grand Challenge job exec_duration")
 
 
 def test_grand_challenge_missing_job_and_geometry_mismatch(dataset, tmp_path):
@@ -142,7 +150,8 @@ def test_validation_errors(dataset, tmp_path, kind):
     assert message.startswith("0099_0000<--0099_0001: disp_0099_0000_0099_0001.")
     expected = {"truncated": "truncated", "garbage_npz": "not a valid .npz", "npz_wrong_key": "arr_0"}.get(kind) or BAD[kind][0]
     assert expected in message, message
-    assert len(data["cases"]) == 3 and data["counts"] == {"pairs": 4, "evaluated": 3, "failed": 1}
+    assert len(data["cases"]) == 3
+    assert data["counts"] == {"pairs": 4, "evaluated": 3, "failed": 1, "scored_as_identity": 0}
 
 
 def test_cli_help_and_exit_status(dataset, tmp_path):
@@ -155,11 +164,16 @@ def test_cli_help_and_exit_status(dataset, tmp_path):
         synth.write_nifti_field(str(inp), case, m, field)
     out = subprocess.run([sys.executable, script, "--input", str(inp), "--ground-truth", gt, "--output",
                           str(tmp_path / "m.json")], capture_output=True, text=True)
-    assert out.returncode == 1 and "0100_0000<--0100_0001" in out.stderr
+    assert out.returncode == 1
+    last = out.stderr.strip().splitlines()[-1]  # what the platform shows for a failed job
+    assert last.startswith("ERROR: evaluation failed: 2 of 4 pairs not scored"), last
+    assert "0100_0000<--0100_0001" in last and "0100_0000<--0100_0002" in last and "missing" in last
     assert len(json.load(open(tmp_path / "m.json"))["cases"]) == 2
+    assert "TRE_lm" in out.stdout and "ERROR" not in out.stdout  # INFO on stdout, errors on stderr only
     out = subprocess.run([sys.executable, script, "--input", str(inp), "--ground-truth", str(tmp_path / "nowhere"),
                           "--output", str(tmp_path / "m2.json")], capture_output=True, text=True)
-    assert out.returncode == 2 and "does not exist" in out.stderr
+    assert out.returncode == 2 and "does not exist" in out.stderr.strip().splitlines()[-1]
+    assert json.load(open(tmp_path / "m2.json"))["errors"]
 
 
 def test_report_pngs(dataset, tmp_path):
@@ -169,7 +183,7 @@ def test_report_pngs(dataset, tmp_path):
     synth.write_nifti_field(str(inp), "0099", 1, fields[("0099", 1)])
     code, data = evaluate(inp, gt, tmp_path / "m.json", report_dir=str(tmp_path / "report"), workers=1)
     pngs = sorted(os.listdir(tmp_path / "report"))
-    assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE.png" in pngs
+    assert "0099_0000_from_0099_0001.png" in pngs and "summary_TRE_lm.png" in pngs
 
 
 def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
@@ -188,3 +202,162 @@ def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
     assert "0099_0000<--0099_0001" in data["cases"], data["failed_cases"]
     np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0001"][M.TRE]["detailed"],
                                reference_tre(points[("0099", 1)], fields[("0099", 1)]), atol=1e-4)
+
+
+@pytest.mark.parametrize("content, row", [("1,2,3\n4,nan,6\n", "row 2: non-finite"),
+                                          ("1,2,3\n\n4,5,6\n7,8,inf\n", "row 4: non-finite"),
+                                          ("1,2,3\n4,5\n", "row 2: 2 values, expected 3"),
+                                          ("1,2,3\n4,x,6\n", "row 2: not a number"),
+                                          ("", "no landmarks")])
+def test_bad_landmark_file_named_with_its_row(dataset, tmp_path, content, row):
+    import shutil
+    root, gt, points, fields = dataset
+    gt2 = tmp_path / "gt"
+    shutil.copytree(gt, gt2)
+    (gt2 / "landmarksTr" / "ReMIND2Reg_0099_0001.csv").write_text(content)
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        synth.write_nifti_field(str(inp), case, m, field)
+    code, data = evaluate(inp, gt2, tmp_path / "metrics.json")
+    assert code == 1
+    message = data["failed_cases"]["0099_0000<--0099_0001"]
+    assert message.startswith("0099_0000<--0099_0001: ReMIND2Reg_0099_0001.csv: " + row), message
+    assert "\n" not in message and len(data["cases"]) == 3
+
+
+def _split_identity_case(dataset, tmp_path):
+    """0099 ceT1 missing, 0099 T2 channel-first (invalid), the two 0100 pairs fine."""
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        if case == "0100":
+            synth.write_nifti_field(str(inp), case, m, field)
+    synth.write_nifti_field(str(inp), "0099", 2, np.ascontiguousarray(np.moveaxis(fields[("0099", 2)], -1, 0)))
+    return inp
+
+
+def test_missing_identity_scores_missing_and_invalid_as_no_registration(dataset, tmp_path, capsys):
+    root, gt, points, fields = dataset
+    inp = _split_identity_case(dataset, tmp_path)
+    code = run(str(inp), gt, str(tmp_path / "metrics.json"), missing="identity")
+    captured = capsys.readouterr()
+    data = json.load(open(tmp_path / "metrics.json"))
+    assert code == 0 and data["errors"] == [] and data["failed_cases"] == {}
+    assert data["missing_policy"] == "identity"
+    assert sorted(data["scored_as_identity"]) == ["0099_0000<--0099_0001", "0099_0000<--0099_0002"]
+    assert "missing displacement field" in data["scored_as_identity"]["0099_0000<--0099_0001"]
+    assert "channel-first" in data["scored_as_identity"]["0099_0000<--0099_0002"]
+    assert data["counts"] == {"pairs": 4, "evaluated": 4, "failed": 0, "scored_as_identity": 2}
+    for m in (1, 2):  # by hand: u = 0, so TRE = |p_fix - p_mov| * 0.5 mm; the zero field's SDlogJ is 0
+        fix, mov = points[("0099", m)]
+        case = data["cases"][f"0099_0000<--0099_000{m}"]
+        expected = np.linalg.norm((fix - mov) * 0.5, axis=1)
+        np.testing.assert_allclose(case["TRE_lm"]["detailed"], expected, atol=1e-12)
+        assert case["TRE_lm"]["mean"] == pytest.approx(expected.mean()) == case["TRE_initial"]["mean"]
+        assert case["LogJacDetStd"]["mean"] == 0.0 and case["num_foldings"]["mean"] == 0.0
+        assert case["num_folds_true"]["mean"] == 0.0 and "runtime_s" not in case
+    means = [c["TRE_lm"]["mean"] for c in data["cases"].values()]
+    assert data["aggregates"]["TRE_lm"]["mean"] == pytest.approx(np.mean(means))  # identity pairs included
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("WARNING: evaluation finished, exit status 0") and "0099_0000<--0099_0001" in last
+    assert "ERROR" not in captured.err
+
+
+def test_missing_fail_is_strict_and_still_writes_metrics(dataset, tmp_path, capsys):
+    inp = _split_identity_case(dataset, tmp_path)
+    code = run(str(inp), dataset[1], str(tmp_path / "metrics.json"))
+    captured = capsys.readouterr()
+    data = json.load(open(tmp_path / "metrics.json"))
+    assert code == 1 and data["missing_policy"] == "fail" and data["scored_as_identity"] == {}
+    assert sorted(data["failed_cases"]) == ["0099_0000<--0099_0001", "0099_0000<--0099_0002"]
+    assert sorted(data["cases"]) == ["0100_0000<--0100_0001", "0100_0000<--0100_0002"]
+    lines = captured.err.strip().splitlines()
+    assert len([line for line in lines if line.startswith("ERROR: evaluation failed")]) == 1
+    assert lines[-1].startswith("ERROR: evaluation failed: 2 of 4 pairs not scored")
+    assert "0099_0000<--0099_0001" in lines[-1] and "channel-first" in lines[-1] and "--missing identity" in lines[-1]
+
+
+def test_identity_does_not_hide_a_ground_truth_problem(dataset, tmp_path, capsys):
+    import shutil
+    root, gt, points, fields = dataset
+    gt2 = tmp_path / "gt"
+    shutil.copytree(gt, gt2)
+    (gt2 / "landmarksTr" / "ReMIND2Reg_0099_0001.csv").write_text("1,2,3\n4,nan,6\n")
+    inp = _split_identity_case(dataset, tmp_path)
+    code = run(str(inp), str(gt2), str(tmp_path / "metrics.json"), missing="identity")
+    data = json.load(open(tmp_path / "metrics.json"))
+    assert code == 1 and list(data["failed_cases"]) == ["0099_0000<--0099_0001"]
+    assert list(data["scored_as_identity"]) == ["0099_0000<--0099_0002"]
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert "ReMIND2Reg_0099_0001.csv: row 2: non-finite" in last and "--missing identity would" not in last
+
+
+def test_success_with_a_warning_does_not_end_like_a_failure(dataset, tmp_path):
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        synth.write_nifti_field(str(inp), case, m, field)
+    (inp / "timings.json").write_text("{not json")
+    script = os.path.join(os.path.dirname(__file__), "..", "evaluate.py")
+    out = subprocess.run([sys.executable, script, "--input", str(inp), "--ground-truth", gt, "--output",
+                          str(tmp_path / "m.json"), "--workers", "1"], capture_output=True, text=True)
+    assert out.returncode == 0
+    lines = out.stderr.strip().splitlines()
+    assert lines[0].startswith("WARNING: timings.json: ignored")
+    assert lines[-1].startswith("WARNING: evaluation finished, exit status 0: all 4 pairs scored")
+    assert not [line for line in lines if line.startswith("ERROR")]
+    assert "TRE_lm mean" in out.stdout
+
+
+def test_identity_plausibility_is_the_zero_fields():
+    for shape in ((9, 8, 7), (32, 30, 28)):  # J = 1 everywhere: std of a constant (0 up to rounding), no folds
+        values = M.plausibility(np.zeros(shape + (3,), np.float32))
+        assert values == pytest.approx(M.IDENTITY_PLAUSIBILITY, abs=1e-15)
+
+
+def test_iso_durations_as_the_platform_writes_them():
+    from evaluation.layouts import parse_iso_duration
+    # the platform's own test vectors (grand-challenge.org app/tests/algorithms_tests/test_api.py)
+    assert parse_iso_duration("P0DT00H22M17S") == 1337.0
+    assert parse_iso_duration("P0DT00H31M14S") == 1874.0
+    assert parse_iso_duration("P1DT02H03M04.500000S") == 86400 + 2 * 3600 + 3 * 60 + 4.5
+    assert parse_iso_duration("-P0DT00H00M01S") == -1.0
+    assert parse_iso_duration(None) is None and parse_iso_duration("soon") is None and parse_iso_duration("P") is None
+    assert synth.django_duration(1337) == "P0DT00H22M17S" and synth.django_duration(12.25) == "P0DT00H00M12.250000S"
+
+
+def test_grand_challenge_runtime_only_from_exec_duration(dataset, tmp_path):
+    # started_at/completed_at are no longer in the platform's job JSON: if a job still carried them they are
+    # ignored; a null exec_duration (not measured) means no runtime, said in runtime_source
+    root, gt, points, fields = dataset
+    inp = synth.write_gc_layout(str(tmp_path / "in"), fields, synth.oblique_grid(), {p: 7.0 for p in fields})
+    jobs = json.load(open(os.path.join(inp, "predictions.json")))
+    for job in jobs:
+        job["exec_duration"] = None
+        job["started_at"], job["completed_at"] = "2026-11-24T10:00:00Z", "2026-11-24T10:00:42Z"
+    jobs[0]["exec_duration"] = "P0DT00H01M05.500000S"
+    json.dump(jobs, open(os.path.join(inp, "predictions.json"), "w"))
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 0
+    with_runtime = {k: c[M.RUNTIME]["mean"] for k, c in data["cases"].items() if M.RUNTIME in c}
+    assert with_runtime == {"0099_0000<--0099_0001": 65.5}
+    assert data["aggregates"][M.RUNTIME]["mean"] == 65.5
+    for job in jobs:
+        job["exec_duration"] = None
+    json.dump(jobs, open(os.path.join(inp, "predictions.json"), "w"))
+    code, data = evaluate(inp, gt, tmp_path / "metrics2.json")
+    assert data["runtime_source"] is None and M.RUNTIME not in data["aggregates"]
+
+
+def test_npz_float64_is_sampled_in_float64_like_remind2reg(dataset, tmp_path):
+    # ReMIND2Reg's load_disp casts .npz to float64 (Learn2Reg main: float32); a float64 field whose values
+    # float32 cannot hold must give the float64 TRE to 1e-12, not a float32-rounded one
+    root, gt, points, fields = dataset
+    field = fields[("0099", 1)].astype(np.float64) + 1e-4 / 3
+    synth.write_nifti_field(str(tmp_path / "in"), "0099", 1, field, ".npz")
+    code, data = evaluate(tmp_path / "in", gt, tmp_path / "m.json", missing="identity")
+    expected = reference_tre(points[("0099", 1)], field)
+    np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0001"][M.TRE]["detailed"], expected, atol=1e-12,
+                               rtol=0)
+    rounded = reference_tre(points[("0099", 1)], field.astype(np.float32))
+    assert np.abs(rounded - expected).max() > 1e-9  # the check above can tell the two apart

@@ -110,7 +110,7 @@ def test_block_sampling_equals_full_volume_map_coordinates():
     points = np.concatenate([inside, edges])
     full = np.stack([map_coordinates(field[..., c].astype(np.float64), points.T) for c in range(3)], axis=1)
     np.testing.assert_allclose(M.sample_displacement(field, points), full, atol=1e-9, rtol=0)
-    # the organisers' .npz path samples a float32 array (float32 output): mirrored exactly
+    # Learn2Reg main's .npz path samples a float32 array (float32 output): mirrored exactly by the option
     full32 = np.stack([map_coordinates(field[..., c], points.T) for c in range(3)], axis=1)
     np.testing.assert_array_equal(M.sample_displacement(field, points, np.float32), full32.astype(np.float64))
 
@@ -163,3 +163,19 @@ def test_fast_nifti_reader_equals_nibabel_get_fdata(tmp_path):
     raw = gzip.decompress(open(path, "rb").read())  # two gzip members: still read completely
     open(path, "wb").write(gzip.compress(raw[:1000]) + gzip.compress(raw[1000:]))
     np.testing.assert_array_equal(load_field(path, SHAPE, "k").field, nib.load(path).get_fdata())
+
+
+def test_jacobian_plane_is_the_official_determinant_on_that_plane():
+    # the report's Jacobian map comes from metrics.jacobian_plane: the official numbers on plane k, border = 1
+    rng = np.random.default_rng(7)
+    field = gaussian_filter(rng.standard_normal(SHAPE + (3,)), (1, 1, 1, 0)).astype(np.float32) * 12
+    reference = official_jacobian_determinant(field.astype(np.float64))  # cropped (X-4, Y-4, Z-4)
+    for k in (M.CROP, M.CROP + 1, SHAPE[2] // 2, SHAPE[2] - M.CROP - 1):
+        plane = M.jacobian_plane(field, k)
+        assert plane.shape == SHAPE[:2]
+        np.testing.assert_allclose(plane[M.CROP:-M.CROP, M.CROP:-M.CROP], reference[:, :, k - M.CROP], rtol=0,
+                                   atol=1e-12)
+        assert (plane[:M.CROP] == 1).all() and (plane[:, -M.CROP:] == 1).all()
+    assert (reference <= 0).any()  # the field folds somewhere: the comparison covers negative determinants
+    with pytest.raises(ValueError, match="border"):
+        M.jacobian_plane(field, 1)
