@@ -1,7 +1,8 @@
 """Where each pair's displacement field (and runtime) is: organisers' flat folder or Grand Challenge layout.
 
 Organisers: `IN/disp_XXXX_0000_XXXX_000M.nii.gz` (or `.npz`, key arr_0), optional `IN/timings.json`
-    `{"pairs": {"XXXX_0000<--XXXX_000M": {"seconds": 12.3, ...}}}` written by the algorithm container.
+    `{"pairs": {"XXXX_0000<--XXXX_000M": {"seconds": 12.3, ...}}}` written by the algorithm container, and/or
+    `IN/timings.K-of-N.json` written by its shards (`--shard K/N`), all merged.
 Grand Challenge (chosen when `IN/predictions.json` exists): a list of algorithm jobs, each with "pk",
     "inputs" and "outputs" (each item has "interface" or, on the renamed platform, "socket", with "slug" and
     "relative_path", and "image": {"name": original file name}). The job's field is
@@ -23,14 +24,15 @@ import os
 import re
 from dataclasses import dataclass, field as dataclass_field
 
-from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, displacement_name, pair_key
+from interfaces.conventions import (DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, TIMINGS_NAME_RE, displacement_name,
+                                    pair_key)
 
 # one definition of the socket slugs, shared with the algorithm container (interfaces/grand_challenge.py):
 #   intraoperative-ultrasound (fixed iUS, _0000), preoperative-t1-contrast-mri (ceT1, _0001),
 #   preoperative-t2-mri (T2, _0002), output displacement-field (DSPF)
 from interfaces.grand_challenge import SLUG_CET1, SLUG_DISPLACEMENT, SLUG_IUS, SLUG_MODALITY, SLUG_T2  # noqa: F401
 from interfaces.grand_challenge import choose_target
-from interfaces.organisers import wanted_modalities
+from interfaces.organisers import SEQUENCES_ENV, wanted_modalities
 
 PREDICTIONS = "predictions.json"
 TIMINGS = "timings.json"
@@ -73,9 +75,15 @@ def locate_organisers(input_dir: str, pairs) -> Located:
         match = DISP_NAME_RE.match(name)
         if match and pair_key(match.group(1), int(match.group(3))) not in wanted:
             found.warnings.append(f"{name}: no ground-truth pair, not evaluated")
-    found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS), found.warnings))
+    names = sorted(n for n in os.listdir(input_dir) if TIMINGS_NAME_RE.match(n)) if os.path.isdir(input_dir) else []
+    for name in names:  # timings.json and the shards' timings.K-of-N.json
+        runtimes = read_timings(os.path.join(input_dir, name), found.warnings)
+        for key in sorted(set(runtimes) & set(found.runtimes)):
+            found.warnings.append(f"{name}: {key} also timed in another timings file (shards overlapping?); "
+                                  f"using {name}")
+        found.runtimes.update(runtimes)
     if found.runtimes:
-        found.runtime_source = f"{TIMINGS} (the algorithm's own seconds per pair)"
+        found.runtime_source = f"{' + '.join(names)} (the algorithm's own seconds per pair)"
     return found
 
 
@@ -121,8 +129,9 @@ def _job_pair(job: dict) -> tuple[str, int]:
     moving = sorted(m for m in modalities if m != FIXED_INDEX)
     if not moving:
         raise ValueError("no MR input (ReMIND2Reg_XXXX_0001 or _0002) among the job's inputs")
-    # a job with both MRs is scored for the sequence the algorithm wrote its field for (the same rule)
-    target = choose_target(moving, wanted_modalities(None))
+    # a job with both MRs is scored for the sequence the algorithm wrote its field for (the same rule):
+    # ceT1, or the algorithm image's build-time sequence when $REMIND2REG_SEQUENCES says it (a T2 phase)
+    target = choose_target(moving, wanted_modalities(os.environ.get(SEQUENCES_ENV)))
     case = modalities[FIXED_INDEX]
     if modalities[target] != case:
         raise ValueError(f"fixed case {case} but moving case {modalities[target]}")

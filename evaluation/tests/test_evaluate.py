@@ -204,6 +204,47 @@ def test_grand_challenge_job_with_both_mr_is_scored_as_ceT1(dataset, tmp_path):
                                reference_tre(points[("0099", 1)], fields[("0099", 1)]), atol=1e-4)
 
 
+def test_grand_challenge_job_with_both_mr_follows_the_t2_image(dataset, tmp_path, monkeypatch):
+    # the T2 image (REMIND2REG_SEQUENCES=T2 baked in) writes the T2 field for a job carrying both MRs; an
+    # evaluation told the same sequence pairs the job with T2
+    root, gt, points, fields = dataset
+    inp = synth.write_gc_layout(str(tmp_path / "in"), {("0099", 2): fields[("0099", 2)]}, synth.oblique_grid())
+    with open(os.path.join(inp, "predictions.json")) as handle:
+        jobs = json.load(handle)
+    key = "interface" if "interface" in jobs[0]["inputs"][0] else "socket"
+    jobs[0]["inputs"].append({key: {"slug": "preoperative-t1-contrast-mri",
+                                    "relative_path": "images/preoperative-t1-contrast-mri"},
+                              "image": {"name": "ReMIND2Reg_0099_0001.nii.gz"}})
+    with open(os.path.join(inp, "predictions.json"), "w") as handle:
+        json.dump(jobs, handle)
+    monkeypatch.setenv("REMIND2REG_SEQUENCES", "T2")
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert list(data["cases"]) == ["0099_0000<--0099_0002"], data["failed_cases"]
+    np.testing.assert_allclose(data["cases"]["0099_0000<--0099_0002"][M.TRE]["detailed"],
+                               reference_tre(points[("0099", 2)], fields[("0099", 2)]), atol=1e-4)
+
+
+def test_shard_timings_files_are_merged(dataset, tmp_path):
+    # shards of one algorithm run (process.py --shard K/N) write timings.K-of-N.json beside their fields
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        synth.write_nifti_field(str(inp), case, m, field)
+    (inp / "timings.0-of-2.json").write_text(json.dumps({"pairs": {"0099_0000<--0099_0001": {"seconds": 3.0},
+                                                                   "0099_0000<--0099_0002": {"seconds": 4.0}}}))
+    (inp / "timings.1-of-2.json").write_text(json.dumps({"pairs": {"0100_0000<--0100_0001": {"seconds": 5.0},
+                                                                   "0100_0000<--0100_0002": {"seconds": 6.0}}}))
+    code, data = evaluate(inp, gt, tmp_path / "metrics.json")
+    assert code == 0 and data["warnings"] == []
+    assert {k: v[M.RUNTIME]["mean"] for k, v in data["cases"].items()} == {
+        "0099_0000<--0099_0001": 3.0, "0099_0000<--0099_0002": 4.0,
+        "0100_0000<--0100_0001": 5.0, "0100_0000<--0100_0002": 6.0}
+    assert data["runtime_source"].startswith("timings.0-of-2.json + timings.1-of-2.json")
+    (inp / "timings.json").write_text(json.dumps({"pairs": {"0100_0000<--0100_0002": {"seconds": 7.0}}}))
+    code, data = evaluate(inp, gt, tmp_path / "metrics2.json")
+    assert any("also timed in another timings file" in w for w in data["warnings"]), data["warnings"]
+
+
 @pytest.mark.parametrize("content, row", [("1,2,3\n4,nan,6\n", "row 2: non-finite"),
                                           ("1,2,3\n\n4,5,6\n7,8,inf\n", "row 4: non-finite"),
                                           ("1,2,3\n4,5\n", "row 2: 2 values, expected 3"),
