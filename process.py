@@ -7,6 +7,11 @@ ReMIND2Reg_XXXX_000M files (disp_XXXX_0000_XXXX_000M.nii.gz out). Which MR seque
 $REMIND2REG_SEQUENCES = ceT1 | T2 | all (default all), baked into each image at build time.
 $REMIND2REG_OVERLAP_IO = auto | 1 | 0: read the next case and write fields on background threads while the model
 works (auto, the default: when the model runs on CUDA).
+Grand Challenge layout: the MR socket present is registered (ceT1 or T2, whatever the image was built for);
+with both MR sockets, the image's build-time sequence, ceT1 for the `all` image.
+Many machines: --shard K/N (or $REMIND2REG_SHARD, SLURM job arrays, Kubernetes Indexed Jobs with
+$REMIND2REG_SHARDS) takes the cases at sorted positions K, K+N, ... (K from 0) and writes timings.K-of-N.json.
+Log: INFO on stdout; WARNING/ERROR on stderr, a failing run's last stderr line naming every failure.
 Exit status: 0 every pair written, 1 any case or pair failed, 2 unusable setup, 143 stopped by SIGTERM.
 See README.md (all settings) and docs/CONVENTIONS.md.
 """
@@ -39,6 +44,10 @@ def main(argv=None) -> int:
     parser.add_argument("--output", default="/output", help="output folder (default /output)")
     parser.add_argument("--sequences", choices=sorted(SEQUENCE_CHOICES),
                         help=f"override ${SEQUENCES_ENV} (ceT1 | T2 | all)")
+    parser.add_argument("--shard", metavar="K/N",
+                        help="process only shard K (from 0) of N of the organisers' folder: the cases at sorted "
+                             "positions K, K+N, ...; overrides $REMIND2REG_SHARD, SLURM_ARRAY_TASK_ID/COUNT and "
+                             "JOB_COMPLETION_INDEX + $REMIND2REG_SHARDS (0/1: no sharding)")
     parser.add_argument("--qc", nargs="?", const="", default=None, metavar="DIR",
                         help=f"write a QC PNG per pair into DIR (default <output>/{DEFAULT_QC_DIR})")
     parser.add_argument("--demo", action="store_true",
@@ -51,7 +60,7 @@ def main(argv=None) -> int:
 
             return demo()
         qc_dir = None if args.qc is None else (args.qc or os.path.join(args.output, DEFAULT_QC_DIR))
-        return run(args.input, args.output, sequences=args.sequences, qc_dir=qc_dir)
+        return run(args.input, args.output, sequences=args.sequences, qc_dir=qc_dir, shard=args.shard)
     except _Terminated:
         log.error("STOPPED by SIGTERM: the pairs written so far are complete; no partial file is left")
         raise

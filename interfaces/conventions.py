@@ -27,6 +27,14 @@ IMAGE_NAME_RE = re.compile(r"^ReMIND2Reg_(\d{4})_(\d{4})\.(nii\.gz|nii|mha|nrrd)
 DISP_NAME_RE = re.compile(r"^disp_(\d{4})_0000_(\d{4})_(\d{4})\.(nii\.gz|npz)$")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 TIMINGS_NAME = "timings.json"  # the algorithm's seconds per pair beside its fields (organisers' layout)
+# one shard K of N (runner/shards.py) writes timings.K-of-N.json instead: shards sharing OUT never clobber
+# each other's timings; the evaluation reads timings.json and every timings.K-of-N.json
+TIMINGS_NAME_RE = re.compile(r"^timings(\.(\d+)-of-(\d+))?\.json$")
+
+
+def timings_name(shard: tuple[int, int] | None = None) -> str:
+    """`timings.json`, or `timings.K-of-N.json` for shard K (from 0) of N."""
+    return TIMINGS_NAME if shard is None else f"timings.{shard[0]}-of-{shard[1]}.json"
 
 
 def image_name(case: str, modality: int, suffix: str = ".nii.gz") -> str:

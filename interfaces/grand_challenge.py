@@ -74,13 +74,19 @@ def read_inputs(input_dir: str) -> tuple[dict[int, str], dict[int, str], list[st
 
 
 def choose_target(available: list[int] | set[int], wanted: tuple[int, ...]) -> int:
-    """The job's moving sequence: the first wanted one present (ceT1 before T2 when the container does all)."""
+    """The job's moving sequence: the sockets present decide, whatever sequence the image was built for.
+
+    One MR socket: that sequence. Both: the first of `wanted` (the image's build-time REMIND2REG_SEQUENCES)
+    that is present, i.e. ceT1 for the ceT1 and the `all` image, T2 for the T2 image; ceT1 when none of
+    `wanted` is present. No MR socket: SocketError.
+    """
+    movings = sorted(m for m in available if m != cv.FIXED_INDEX)
+    if not movings:
+        raise SocketError(f"{INPUTS_JSON}: no MR image socket ({SLUG_CET1} or {SLUG_T2})")
     for modality in wanted:
-        if modality in available:
+        if modality in movings:
             return modality
-    wanted_names = " or ".join(cv.MODALITIES[m] for m in wanted)
-    raise SocketError(f"{INPUTS_JSON}: no {wanted_names} image socket "
-                      f"({' or '.join(INPUT_SLUGS[m] for m in wanted)}) for this container")
+    return movings[0]  # ceT1 (0001) before T2 (0002)
 
 
 def output_path(output_dir: str) -> str:

@@ -1,4 +1,10 @@
-"""Logging to stdout with timestamps, stage timers and peak memory (no torch import here)."""
+"""Logging with stage timers and peak memory (no torch import here).
+
+INFO (and below) goes to stdout, `<time> INFO <message>`; WARNING and ERROR go to stderr, `WARNING: <message>`
+/ `ERROR: <message>` (the evaluation's format): the platform shows a failed job's last non-empty stderr line,
+so runner/run.py ends a failing run with one ERROR line that names every failure (`failure_line`) and a
+successful run that warned with a WARNING line that says it finished (never an error line).
+"""
 from __future__ import annotations
 
 import logging
@@ -6,33 +12,85 @@ import resource
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 
 LOGGER_NAME = "remind2reg"
 log = logging.getLogger(LOGGER_NAME)
+FAILED_PREFIX = "FAILED"  # every failure is logged as `FAILED <label>: <why>` (or `FAILED: <why>`)
 
 
-class _StdoutHandler(logging.StreamHandler):
-    """Writes to whatever sys.stdout is at the time of the record (pytest's capture replaces it)."""
+@dataclass
+class RunRecord:
+    """What the log saw since `setup()`: stderr lines, and each failure as (label, why) in order."""
+    warnings: int = 0
+    errors: int = 0
+    failures: list[tuple[str, str]] = field(default_factory=list)
 
-    @property
-    def stream(self):
-        return sys.stdout
 
-    @stream.setter
-    def stream(self, value):
-        pass
+class _SplitHandler(logging.Handler):
+    """INFO -> whatever sys.stdout is at the time (pytest's capture replaces it), with a timestamp;
+    WARNING/ERROR -> sys.stderr as `LEVEL: message`. Records every failure line for the run's last line."""
+
+    def __init__(self):
+        super().__init__()
+        self.record = RunRecord()
+        self.info_format = logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S")
+        self.problem_format = logging.Formatter("%(levelname)s: %(message)s")
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno < logging.WARNING:
+                stream, text = sys.stdout, self.info_format.format(record)
+            else:
+                stream, text = sys.stderr, self.problem_format.format(record)
+                self._note(record)
+            stream.write(text + "\n")
+            stream.flush()
+        except Exception:  # pragma: no cover - logging must never break a run
+            self.handleError(record)
+
+    def _note(self, record: logging.LogRecord) -> None:
+        if record.levelno < logging.ERROR:
+            self.record.warnings += 1
+            return
+        self.record.errors += 1
+        message = record.getMessage()
+        if message.startswith(FAILED_PREFIX):
+            label, _, why = message[len(FAILED_PREFIX):].partition(": ")
+            self.record.failures.append((label.strip(), one_line(why)))
+
+
+def _handler() -> _SplitHandler | None:
+    return next((h for h in log.handlers if isinstance(h, _SplitHandler)), None)
 
 
 def setup(level: int = logging.INFO) -> logging.Logger:
-    """One stdout handler with timestamps (idempotent)."""
-    if not any(getattr(h, "_remind2reg", False) for h in log.handlers):
-        handler = _StdoutHandler()
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s", "%Y-%m-%d %H:%M:%S"))
-        handler._remind2reg = True
+    """One stdout/stderr handler (idempotent); starts a new RunRecord."""
+    handler = _handler()
+    if handler is None:
+        handler = _SplitHandler()
         log.addHandler(handler)
+    handler.record = RunRecord()
     log.setLevel(level)
     log.propagate = False
     return log
+
+
+def run_record() -> RunRecord:
+    """What was logged to stderr since the last `setup()`."""
+    handler = _handler()
+    return handler.record if handler is not None else RunRecord()
+
+
+def failure_line(failures: list[tuple[str, str]], counts: str, limit: int = 12, width: int = 240) -> str:
+    """One line for the end of a failing run: `<counts>: <label>: <why>; ...` (each reason cut to `width`
+    characters, at most `limit` listed, then `... and N more`)."""
+    items = []
+    for label, why in failures[:limit]:
+        why = why if len(why) <= width else why[:width - 3] + "..."
+        items.append(f"{label}: {why}" if label else why)
+    more = f"; ... and {len(failures) - limit} more (see the lines above)" if len(failures) > limit else ""
+    return f"{counts}: {'; '.join(items)}{more}" if items else counts
 
 
 class Timer:
@@ -83,3 +141,33 @@ def one_line(exc: BaseException) -> str:
 
 def fmt_seconds(seconds: dict[str, float]) -> str:
     return ", ".join(f"{k} {v:.2f}s" for k, v in seconds.items())
+
+
+def fmt_duration(seconds: float) -> str:
+    """12 s, 3 min 05 s, 2 h 07 min."""
+    seconds = max(0, int(round(seconds)))
+    if seconds < 60:
+        return f"{seconds} s"
+    if seconds < 3600:
+        return f"{seconds // 60} min {seconds % 60:02d} s"
+    return f"{seconds // 3600} h {seconds % 3600 // 60:02d} min"
+
+
+class Progress:
+    """`[k/N, about T left] ` for the k-th of N items done: T from the pace of the items since the first one
+    done (the first may carry a model load), or from the elapsed time while only one is done."""
+
+    def __init__(self, total: int, clock=time.perf_counter):
+        self.total, self.clock = total, clock
+        self.started = clock()
+        self.first: tuple[int, float] | None = None  # (k, time) of the first item reported
+
+    def text(self, k: int) -> str:
+        now = self.clock()
+        if self.first is None or k <= self.first[0]:
+            self.first = self.first or (k, now)
+            pace = (now - self.started) / max(k, 1)
+        else:
+            pace = (now - self.first[1]) / (k - self.first[0])
+        left = self.total - k
+        return f"[{k}/{self.total}, about {fmt_duration(pace * left)} left] " if left > 0 else f"[{k}/{self.total}] "

@@ -126,8 +126,8 @@ def write_pair(job: dict) -> PairOutcome:
     seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
     written = os.path.relpath(pair.output_path, job["output_dir"])
     # the memory summary was taken right after the registration: now it could show the next pair's CUDA peak
-    log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", pair.label, written,
-             getattr(result, "device", "?"), logs.fmt_seconds(seconds),
+    log.info("%s%s: wrote %s | device %s | %s | model stages: %s | %s", pair.progress_text(), pair.label,
+             written, getattr(result, "device", "?"), logs.fmt_seconds(seconds),
              logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}), job["memory"])
     write_qc(job["qc_dir"], pair.qc_name, job["fixed"], job["moving"], result.displacement)
     return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 3),

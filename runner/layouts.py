@@ -12,7 +12,9 @@ from interfaces import conventions as cv
 from interfaces import grand_challenge as sockets
 from interfaces import organisers as org
 from interfaces.images import nifti_affine_for, write_sitk_image, write_voxel_field_nifti
-from interfaces.logs import log
+from interfaces.logs import Progress, log
+from runner import shards
+from runner.settings import SetupError
 
 
 @dataclass
@@ -22,6 +24,12 @@ class PairJob:
     output_path: str
     timings_key: str | None   # key in timings.json, None when the layout writes no timings
     qc_name: str
+    ordinal: int = 0              # 1-based position among the run's pairs (progress), set by `plan`
+    progress: Progress | None = None
+
+    def progress_text(self) -> str:
+        """`[k/N, about T left] ` for the log line of this pair once written ('' for a single pair)."""
+        return self.progress.text(self.ordinal) if self.progress and self.progress.total > 1 else ""
 
 
 @dataclass
@@ -38,6 +46,7 @@ class Plan:
     failed: list[str]                    # labels that failed while planning (logged already)
     writer: object                       # OrganisersWriter | GrandChallengeWriter
     write_timings: bool
+    timings_name: str = cv.TIMINGS_NAME  # timings.json, or timings.K-of-N.json for a shard
 
 
 class OrganisersWriter:
@@ -69,6 +78,13 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
     if ignored:
         log.info("ignored %d file(s) that are not ReMIND2Reg images: %s", len(ignored), ", ".join(ignored[:10]))
     log.info("organisers' layout: %d case(s) in %s; sequences %s", len(cases), input_dir, _names(settings.sequences))
+    everything = len(cases)
+    if settings.shard is not None:
+        mine = shards.select(cases, settings.shard)
+        k, n = settings.shard
+        log.info("shard %d of %d (from %s, K counts from 0): %d of the %d case(s)%s", k, n, settings.shard_source,
+                 len(mine), everything, f" ({mine[0]} .. {mine[-1]})" if mine else "")
+        cases = {case_id: cases[case_id] for case_id in mine}
     jobs, failed = [], []
     for case_id, case in sorted(cases.items()):
         label = f"case {case_id}"
@@ -89,10 +105,11 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         jobs.append(CaseJob(label, case.files, [
             PairJob(m, f"{label} {cv.MODALITIES[m]}", os.path.join(output_dir, org.output_name(case_id, m)),
                     cv.pair_key(case_id, m), f"{case_id}_{m:04d}.png") for m in pairs]))
-    if not cases:
+    if not everything:
         log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
         failed.append("input folder")
-    return Plan("organisers", jobs, failed, OrganisersWriter(settings.gzip_level), settings.write_timings)
+    return Plan("organisers", jobs, failed, OrganisersWriter(settings.gzip_level), settings.write_timings,
+                cv.timings_name(settings.shard))
 
 
 def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
@@ -108,11 +125,25 @@ def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
         return Plan("grand-challenge", [], ["job"], writer, False)
     log.info("Grand Challenge layout: %s; output for %s",
              ", ".join(f"{sockets.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
+    if target not in settings.sequences:  # the sockets decide (README "Container (Grand Challenge)")
+        log.info("this image was built for %s (REMIND2REG_SEQUENCES); the job has no %s socket, so its %s "
+                 "socket is registered", _names(settings.sequences), _names(settings.sequences),
+                 cv.MODALITIES[target])
     pair = PairJob(target, f"job {cv.MODALITIES[target]}", sockets.output_path(output_dir), None, "job.png")
     return Plan("grand-challenge", [CaseJob("job", paths, [pair])], [], writer, False)
 
 
 def plan(input_dir: str, output_dir: str, settings) -> Plan:
+    """The layout's plan, its pairs numbered for the progress log. SetupError: sharding a Grand Challenge job."""
     if sockets.is_grand_challenge_layout(input_dir):
-        return plan_grand_challenge(input_dir, output_dir, settings)
-    return plan_organisers(input_dir, output_dir, settings)
+        if settings.shard is not None:
+            raise SetupError(f"shard {settings.shard[0]} of {settings.shard[1]} (from {settings.shard_source}): "
+                             "sharding splits the organisers' folder; a Grand Challenge job is one case")
+        job = plan_grand_challenge(input_dir, output_dir, settings)
+    else:
+        job = plan_organisers(input_dir, output_dir, settings)
+    pairs = [pair for case in job.cases for pair in case.pairs]
+    progress = Progress(len(pairs))
+    for ordinal, pair in enumerate(pairs, 1):
+        pair.ordinal, pair.progress = ordinal, progress
+    return job

@@ -4,7 +4,6 @@ from __future__ import annotations
 import os
 import time
 
-from interfaces import conventions as cv
 from interfaces import logs
 from interfaces.background_io import BackgroundIO
 from interfaces.images import write_json_atomic
@@ -19,17 +18,19 @@ EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
 
 def run(input_dir: str, output_dir: str, registration=None, sequences: str | None = None,
-        qc_dir: str | None = None, write_timings: bool | None = None) -> int:
+        qc_dir: str | None = None, write_timings: bool | None = None, shard: str | None = None) -> int:
     """Process a folder; return the exit code (0: every case ok, 1: any failure, 2: unusable setup).
 
     `registration`: any object with `.register(fixed=, moving=, spacing=, target=)` returning an object with
     `.displacement` (voxel field); None loads the project's model on first use.
     `sequences`: ceT1 | T2 | all; None reads $REMIND2REG_SEQUENCES (default all).
+    `shard`: K/N; None reads the environment (runner/shards.py).
+    The last stderr line of a failing run says why and names each failed case or pair (interfaces/logs.py).
     """
     logs.setup()
     t_run = time.perf_counter()
     try:
-        settings = read_settings(sequences=sequences, write_timings=write_timings)
+        settings = read_settings(sequences=sequences, write_timings=write_timings, shard=shard)
     except SetupError as exc:
         log.error("FAILED: %s", exc)
         return EXIT_SETUP
@@ -41,7 +42,11 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     except OSError as exc:
         log.error("FAILED: cannot create output folder %s: %s", output_dir, one_line(exc))
         return EXIT_SETUP
-    job = plan(input_dir, output_dir, settings)
+    try:
+        job = plan(input_dir, output_dir, settings)
+    except SetupError as exc:
+        log.error("FAILED: %s", exc)
+        return EXIT_SETUP
     lazy = LazyRegistration(registration, settings.config_file, settings.config_source)
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
@@ -49,13 +54,37 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     timings = {o.timings_key: o.seconds for o in outcomes if o.seconds is not None and o.timings_key}
     if job.write_timings and timings:
         extra = {} if lazy.load_seconds is None else {"model_load_seconds": round(lazy.load_seconds, 3)}
-        write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, cv.TIMINGS_NAME))
+        write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, job.timings_name))
     ok = sum(o.seconds is not None for o in outcomes)
     seconds = time.perf_counter() - t_run
     per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
     log.info("summary: %d ok, %d failed, total %.1fs%s, %s%s", ok, len(failed), seconds, per_pair,
              logs.memory_summary(), f" (failed: {', '.join(failed)})" if failed else "")
-    return EXIT_FAILED if failed else EXIT_OK
+    pairs = sum(len(case.pairs) for case in job.cases)
+    if failed:
+        log.error(final_failure_line(job, outcomes, pairs))
+        return EXIT_FAILED
+    record = logs.run_record()
+    if record.warnings or record.errors:  # the run's last stderr line must not read as a failure
+        log.warning("finished, exit status 0: %d of %d pair(s) written, no failure (%d warning(s) above)",
+                    ok, pairs, record.warnings)
+    return EXIT_OK
+
+
+def final_failure_line(job, outcomes: list, pairs: int) -> str:
+    """`<n> of <N> pairs failed[, <m> case(s) ...]: <label>: <why>; ...` from the run's FAILED lines: the
+    platform shows a failed job's last non-empty stderr line."""
+    failed_pairs = sum(o.seconds is None for o in outcomes)
+    counts = [f"{failed_pairs} of {pairs} pair(s) failed"] if pairs or failed_pairs else []
+    if job.failed:
+        counts.append(f"{len(job.failed)} {'job' if job.layout == 'grand-challenge' else 'case(s)'} not started")
+    failures = logs.run_record().failures
+    named = {label for label, _ in failures}
+    for outcome in outcomes:  # a failure without its own FAILED line (should not happen): named anyway
+        if outcome.seconds is None and not any(outcome.label == label or outcome.label.startswith(label + " ")
+                                               for label in named if label):
+            failures.append((outcome.label, "failed (see the log)"))
+    return logs.failure_line(failures, "run failed: " + ", ".join(counts))
 
 
 def run_cases(context: RunContext, jobs: list) -> list:

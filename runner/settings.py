@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from interfaces.images import DEFAULT_GZIP_LEVEL
 from interfaces.organisers import SEQUENCES_ENV, wanted_modalities
+from runner import shards
 
 OVERLAP_ENV = "REMIND2REG_OVERLAP_IO"
 GZIP_LEVEL_ENV = "REMIND2REG_GZIP_LEVEL"
@@ -35,6 +36,8 @@ class Settings:
     write_timings: bool          # OUT/timings.json
     config_file: str | None      # the model config override in use, None: resources/config.json alone
     config_source: str           # how config_file was chosen, for the log
+    shard: tuple[int, int] | None = None  # (K, N): this run takes shard K (from 0) of N (runner/shards.py)
+    shard_source: str = "none"            # where the shard came from, for the log
 
 
 def overlap_mode(value: str | None) -> str:
@@ -66,9 +69,15 @@ def model_config(environ) -> tuple[str | None, str]:
     return None, "baked"
 
 
-def read_settings(environ=None, sequences: str | None = None, write_timings: bool | None = None) -> Settings:
-    """The run's settings; `sequences` and `write_timings` (command line, tests) override the environment."""
+def read_settings(environ=None, sequences: str | None = None, write_timings: bool | None = None,
+                  shard: str | None = None) -> Settings:
+    """The run's settings; `sequences`, `write_timings` and `shard` (K/N; command line, tests) override the
+    environment."""
     environ = os.environ if environ is None else environ
+    try:
+        shard_kn, shard_source = shards.from_environment(environ, shard)
+    except shards.ShardError as exc:
+        raise SetupError(str(exc)) from None
     config_file, config_source = model_config(environ)
     try:
         wanted = wanted_modalities(sequences if sequences is not None else environ.get(SEQUENCES_ENV))
@@ -81,4 +90,6 @@ def read_settings(environ=None, sequences: str | None = None, write_timings: boo
         write_timings=(environ.get(TIMINGS_ENV, "1") != "0") if write_timings is None else write_timings,
         config_file=config_file,
         config_source=config_source,
+        shard=shard_kn,
+        shard_source=shard_source,
     )

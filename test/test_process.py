@@ -23,6 +23,17 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SHAPE = (24, 20, 16)
 
 
+SHARD_VARIABLES = ("REMIND2REG_SHARD", "REMIND2REG_SHARDS", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID",
+                   "SLURM_ARRAY_TASK_COUNT", "SLURM_ARRAY_TASK_MIN", "SLURM_ARRAY_TASK_STEP")
+
+
+@pytest.fixture(autouse=True)
+def _no_shard_from_the_caller(monkeypatch):
+    """A test run inside a SLURM array or an Indexed Job must not shard the tests' own folders."""
+    for name in SHARD_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+
+
 # ---------------------------------------------------------------- helpers
 def oblique_grid(shape=SHAPE, spacing=(0.5, 0.7, 0.9), origin=(10.0, -20.0, 5.0)):
     angle, axis = 0.6, np.array([1.0, 2.0, 3.0]) / np.sqrt(14.0)
@@ -238,18 +249,37 @@ def test_grand_challenge_output_equals_organisers(tmp_path, key):
     assert not os.path.exists(tmp_path / "gc_out" / "timings.json")
 
 
-def test_grand_challenge_sequence_choice_and_errors(tmp_path, monkeypatch):
-    make_case(tmp_path / "org", shift=(1, 0, 0))
-    make_gc_input(tmp_path / "gc", tmp_path / "org", modalities=(0, 2))
+@pytest.mark.parametrize("built_for, sockets, expected", [
+    ("ceT1", (0, 1), "ceT1"), ("ceT1", (0, 2), "T2"), ("ceT1", (0, 1, 2), "ceT1"),
+    ("T2", (0, 1), "ceT1"), ("T2", (0, 2), "T2"), ("T2", (0, 1, 2), "T2"),
+    ("all", (0, 1), "ceT1"), ("all", (0, 2), "T2"), ("all", (0, 1, 2), "ceT1")])
+def test_grand_challenge_sockets_decide_the_sequence(tmp_path, monkeypatch, capsys, built_for, sockets, expected):
+    """Whatever sequence the image was built for, a job is registered for the MR socket it has; with both MR
+    sockets, the build-time sequence (ceT1 for the `all` image). The field equals the organisers' one."""
+    make_case(tmp_path / "org", shift=(1, -2, 0))
+    assert process.run(str(tmp_path / "org"), str(tmp_path / "org_out"), registration=FakeShift()) == 0
+    make_gc_input(tmp_path / "gc", tmp_path / "org", modalities=sockets)
+    monkeypatch.setenv("REMIND2REG_SEQUENCES", built_for)  # as baked into the image by build.sh
     fake = FakeShift()
-    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out"), registration=fake, sequences="all") == 0
-    assert fake.calls[0]["target"] == "T2"
-    # a ceT1 container given only a T2 socket: clear failure, no output
-    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out2"), registration=FakeShift(),
-                       sequences="ceT1") == 1
-    assert not os.path.exists(tmp_path / "out2" / "images")
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out"), registration=fake) == 0
+    assert [c["target"] for c in fake.calls] == [expected]
+    captured = capsys.readouterr()
+    assert f"output for {expected}" in captured.out and "ERROR" not in captured.err
+    assert ("the job has no" in captured.out) is (built_for != "all" and expected != built_for)
+    image = sitk.ReadImage(str(tmp_path / "out" / "images" / gc.SLUG_DISPLACEMENT / gc.OUTPUT_FILENAME))
+    organisers, _ = read_field(tmp_path / "org_out" / cv.displacement_name("0001", cv.MODALITY_INDEX[expected]))
+    np.testing.assert_allclose(cv.physical_to_voxel_field(image)[0], organisers, atol=1e-4)
+
+
+def test_grand_challenge_socket_errors(tmp_path, capsys):
+    make_case(tmp_path / "org", shift=(1, 0, 0))
+    make_gc_input(tmp_path / "gc_no_mr", tmp_path / "org", modalities=(0,))
+    assert process.run(str(tmp_path / "gc_no_mr"), str(tmp_path / "out"), registration=FakeShift()) == 1
+    assert not os.path.exists(tmp_path / "out" / "images")
+    assert "no MR image socket" in capsys.readouterr().err.strip().splitlines()[-1]
     make_gc_input(tmp_path / "gc_no_us", tmp_path / "org", modalities=(1,))
     assert process.run(str(tmp_path / "gc_no_us"), str(tmp_path / "out3"), registration=FakeShift()) == 1
+    assert "missing iUS" in capsys.readouterr().err.strip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------- bad input
@@ -281,8 +311,11 @@ def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys, monkeypatc
     assert process.run(str(folder), str(tmp_path / "out"), registration=FakeShift()) == 1
     assert outputs(tmp_path / "out") == ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz"]
     assert partials(tmp_path) == []
-    text = capsys.readouterr().out
-    errors = [line for line in text.splitlines() if "FAILED" in line]
+    captured = capsys.readouterr()
+    text = captured.out
+    assert "FAILED" not in text and "WARNING" not in text  # INFO only on stdout
+    errors = [line for line in captured.err.splitlines() if "FAILED" in line]
+    assert all(line.startswith("ERROR: FAILED case 000") for line in errors), errors
     expectations = {"0002": "missing iUS", "0003": "ReMIND2Reg_0003_0000.nii.gz: cannot read iUS (fixed) image voxels (truncated",
                     "0004": "ReMIND2Reg_0004_0001.nii.gz: ceT1 image contains 1 NaN/Inf",
                     "0005": "ReMIND2Reg_0005_0000.nii.gz: iUS (fixed) image is empty",
@@ -292,6 +325,11 @@ def test_bad_inputs_fail_alone_with_one_line_errors(tmp_path, capsys, monkeypatc
     for case, fragment in expectations.items():
         assert any(f"case {case}" in line and fragment in line for line in errors), (case, errors)
     assert "summary: 2 ok, 7 failed" in text
+    # the platform shows a failed job's last stderr line: it says why and names every failed case/pair
+    last = captured.err.strip().splitlines()[-1]
+    assert last.startswith("ERROR: run failed: 6 of 8 pair(s) failed, 1 case(s) not started: "), last
+    for case, fragment in expectations.items():
+        assert f"case {case}" in last and fragment[:40] in last, (case, last)
 
 
 @pytest.mark.parametrize("overlap", ["0", "1"])
@@ -383,8 +421,9 @@ def test_sigterm_stops_cleanly(tmp_path):
     for case in ("0001", "0002", "0003"):
         make_case(tmp_path / "in", case, shift=(1, 0, 0), modalities=(1,), grid=plain_grid(shape=(48, 48, 48)))
     env = dict(os.environ, REMIND2REG_SEQUENCES="ceT1", REMIND2REG_OVERLAP_IO="1", PYTHONUNBUFFERED="1")
+    err = open(tmp_path / "stderr.txt", "w")
     proc = subprocess.Popen([sys.executable, "process.py", "--input", str(tmp_path / "in"), "--output",
-                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             str(tmp_path / "out")], cwd=ROOT, stdout=subprocess.PIPE, stderr=err,
                             text=True, env=env)
     lines = []
     for line in proc.stdout:  # stop it while the model works on the second case (the first field is written)
@@ -394,8 +433,11 @@ def test_sigterm_stops_cleanly(tmp_path):
             break
     lines += proc.stdout.readlines()
     assert proc.wait(60) == 143, "".join(lines)
-    text = "".join(lines)
+    err.close()
+    text = "".join(lines) + (tmp_path / "stderr.txt").read_text()
     assert "STOPPED by SIGTERM" in text and "summary:" not in text
+    # on stderr, its last line (what the platform shows)
+    assert (tmp_path / "stderr.txt").read_text().strip().splitlines()[-1].startswith("ERROR: STOPPED by SIGTERM")
     assert partials(tmp_path) == []
     for name in outputs(tmp_path / "out"):  # whatever was written is a whole field
         assert read_field(tmp_path / "out" / name)[0].shape == (48, 48, 48, 3)
@@ -475,9 +517,11 @@ def test_a_failing_write_is_named_and_leaves_no_partial(tmp_path, monkeypatch, c
     for overlap in ("0", "1"):
         monkeypatch.setenv("REMIND2REG_OVERLAP_IO", overlap)
         assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 1
-        text = capsys.readouterr().out
-        assert "FAILED case 0001 ceT1: cannot write disp_0001_0000_0001_0001.nii.gz" in text
-        assert "summary: 2 ok, 1 failed" in text
+        captured = capsys.readouterr()
+        assert "ERROR: FAILED case 0001 ceT1: cannot write disp_0001_0000_0001_0001.nii.gz" in captured.err
+        assert "summary: 2 ok, 1 failed" in captured.out
+        assert captured.err.strip().splitlines()[-1].startswith(
+            "ERROR: run failed: 1 of 3 pair(s) failed: case 0001 ceT1: cannot write disp_0001_0000_0001_0001.nii.gz")
         assert outputs(tmp_path / "out") == ["disp_0001_0000_0001_0001.nii.gz", "disp_0001_0000_0001_0002.nii.gz",
                                              "disp_0002_0000_0002_0001.nii.gz"]
         assert partials(tmp_path) == [] and os.listdir(blocker) == ["keep"]
@@ -522,7 +566,7 @@ def test_unknown_settings_are_setup_errors(tmp_path, monkeypatch, capsys, variab
     make_case(tmp_path / "in", "0001", modalities=(1,))
     monkeypatch.setenv(variable, value)
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 2
-    assert f"FAILED: {variable}={value!r}" in capsys.readouterr().out
+    assert capsys.readouterr().err.strip().splitlines()[-1].startswith(f"ERROR: FAILED: {variable}={value!r}")
     assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
 
 
@@ -531,7 +575,7 @@ def test_a_missing_model_config_file_is_a_setup_error(tmp_path, monkeypatch, cap
     variable, value = "REMIND2REG_CONFIG", str(tmp_path / "nowhere.json")
     monkeypatch.setenv(variable, value)
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out")) == 2  # the project's model, not loaded
-    assert f"FAILED: {variable}={value!r}: no such model config file" in capsys.readouterr().out
+    assert f"ERROR: FAILED: {variable}={value!r}: no such model config file" in capsys.readouterr().err
     from runner.settings import CONFIG_ENV
     assert CONFIG_ENV == variable
     assert not os.path.exists(tmp_path / "out")  # stopped before anything was made
@@ -594,3 +638,143 @@ def test_in_line_io_holds_one_case_at_a_time(tmp_path, monkeypatch):
     events.clear()
     assert process.run(str(tmp_path / "in"), str(tmp_path / "out1"), registration=WaitsForReadAhead()) == 0
     assert seen_during_first_register == [True] and events.count("read") == 3 and events.count("register") == 3
+
+
+# ---------------------------------------------------------------- stderr, progress, shards
+def test_a_successful_run_that_warned_does_not_end_like_a_failure(tmp_path, capsys):
+    make_case(tmp_path / "in", "0001", shift=(1, 0, 0), modalities=(1,))
+    make_case(tmp_path / "in", "0002", modalities=(2,))  # only T2: nothing to do for a ceT1 container
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift(), sequences="ceT1") == 0
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert lines[0].startswith("WARNING: case 0002: found") and "nothing to do for this container" in lines[0]
+    assert lines[-1] == "WARNING: finished, exit status 0: 1 of 1 pair(s) written, no failure (1 warning(s) above)"
+    assert "WARNING" not in captured.out and "summary: 1 ok, 0 failed" in captured.out
+    make_case(tmp_path / "clean", "0001", shift=(1, 0, 0), modalities=(1,))
+    assert process.run(str(tmp_path / "clean"), str(tmp_path / "out2"), registration=FakeShift()) == 0
+    assert capsys.readouterr().err == ""  # nothing to say: no stderr at all
+
+
+def test_progress_counts_pairs_and_estimates_the_time_left(tmp_path, capsys):
+    from interfaces.logs import Progress, fmt_duration
+
+    now = [100.0]
+    progress = Progress(5, clock=lambda: now[0])
+    now[0] = 130.0                       # the first pair took 30 s (model load included)
+    assert progress.text(1) == "[1/5, about 2 min 00 s left] "
+    now[0] = 140.0                       # then 10 s per pair
+    assert progress.text(2) == "[2/5, about 30 s left] "
+    now[0] = 160.0
+    assert progress.text(4) == "[4/5, about 10 s left] "
+    assert progress.text(5) == "[5/5] "
+    assert [fmt_duration(s) for s in (0.4, 59, 61, 3600 + 7 * 60 + 3)] == ["0 s", "59 s", "1 min 01 s", "1 h 07 min"]
+    for case in ("0001", "0002"):
+        make_case(tmp_path / "in", case, shift=(1, 0, 0))
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
+    wrote = [line for line in capsys.readouterr().out.splitlines() if ": wrote disp_" in line]
+    assert [re.search(r"INFO \[(\d)/4", line).group(1) for line in wrote] == ["1", "2", "3", "4"]
+    assert all(" left] case 000" in line for line in wrote[:3]) and "INFO [4/4] case 0002 T2: wrote" in wrote[3]
+
+
+def _shard_folder(folder, n_cases=7):
+    for n in range(n_cases):
+        make_case(folder, f"{n * 3 + 1:04d}", shift=(1, 0, 0), modalities=(1,))
+    return sorted(f"{n * 3 + 1:04d}" for n in range(n_cases))
+
+
+def _cases_written(folder):
+    return sorted(name[5:9] for name in outputs(folder)) if os.path.isdir(folder) else []
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 9])
+def test_shards_take_every_case_exactly_once(tmp_path, capsys, n):
+    cases = _shard_folder(tmp_path / "in")
+    taken = []
+    for k in range(n):  # every shard into its own folder, and all of them into one shared folder
+        for out in (tmp_path / f"out{k}", tmp_path / "shared"):
+            assert process.run(str(tmp_path / "in"), str(out), registration=FakeShift(), shard=f"{k}/{n}") == 0
+        taken.append(_cases_written(tmp_path / f"out{k}"))
+        expected = cases[k::n]  # sorted case ids, position K modulo N
+        assert taken[-1] == expected
+        timings = cv.timings_name(None if n == 1 else (k, n))
+        if expected:
+            pairs = json.load(open(tmp_path / f"out{k}" / timings))["pairs"]
+            assert sorted(pairs) == [cv.pair_key(c, 1) for c in expected]
+    assert sorted(c for shard in taken for c in shard) == cases  # no gap, no overlap
+    assert _cases_written(tmp_path / "shared") == cases
+    names = sorted(f for f in os.listdir(tmp_path / "shared") if f.startswith("timings"))
+    assert names == (["timings.json"] if n == 1 else sorted(f"timings.{k}-of-{n}.json" for k in range(n) if k < 7))
+    # the scorer finds every shard's runtime in the shared folder
+    from evaluation.layouts import locate_organisers
+
+    pairs = [type("P", (), {"case": c, "moving": 1, "key": cv.pair_key(c, 1)})() for c in cases]
+    assert sorted(locate_organisers(str(tmp_path / "shared"), pairs).runtimes) == [p.key for p in pairs]
+    if n == 9:  # shards 7 and 8 have no case: exit 0, said in the log
+        assert "shard 8 of 9 (from --shard, K counts from 0): 0 of the 7 case(s)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("environ, shard", [
+    ({"REMIND2REG_SHARD": "1/3"}, (1, 3)),
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3"}, (2, 3)),                   # --array=0-2
+    ({"SLURM_ARRAY_TASK_ID": "1", "SLURM_ARRAY_TASK_COUNT": "3", "SLURM_ARRAY_TASK_MIN": "1"}, (0, 3)),  # 1-3
+    ({"SLURM_ARRAY_TASK_ID": "14", "SLURM_ARRAY_TASK_COUNT": "4", "SLURM_ARRAY_TASK_MIN": "10",
+      "SLURM_ARRAY_TASK_STEP": "2"}, (2, 4)),                                               # 10-16:2
+    ({"JOB_COMPLETION_INDEX": "0", "REMIND2REG_SHARDS": "2"}, (0, 2)),                      # Kubernetes
+    ({"JOB_COMPLETION_INDEX": "0", "REMIND2REG_SHARDS": "1"}, None),
+    ({"SLURM_ARRAY_TASK_ID": "2", "SLURM_ARRAY_TASK_COUNT": "3", "REMIND2REG_SHARD": "0/1"}, None),  # off
+    ({"REMIND2REG_SHARDS": "1"}, None), ({}, None)])
+def test_shard_from_the_environment(tmp_path, monkeypatch, environ, shard):
+    from runner.settings import read_settings
+
+    assert read_settings(environ).shard == shard
+    cases = _shard_folder(tmp_path / "in")
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift()) == 0
+    assert _cases_written(tmp_path / "out") == (cases if shard is None else cases[shard[0]::shard[1]])
+    # the command line wins over the environment
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "cli"), registration=FakeShift(), shard="1/2") == 0
+    assert _cases_written(tmp_path / "cli") == cases[1::2]
+
+
+@pytest.mark.parametrize("environ, shard, message", [
+    ({}, "3/3", "--shard='3/3': shard 3 of 3: expected 0 <= K < N"),
+    ({}, "1", "--shard='1': expected K/N"),
+    ({}, "a/2", "--shard='a/2': 'a' is not a whole number"),
+    ({"SLURM_ARRAY_TASK_ID": "x", "SLURM_ARRAY_TASK_COUNT": "2"}, None, "$SLURM_ARRAY_TASK_ID: 'x' is not a whole"),
+    ({"REMIND2REG_SHARD": "2/0"}, None, "$REMIND2REG_SHARD='2/0': shard 2 of 0"),
+    ({"JOB_COMPLETION_INDEX": "1"}, None, "$JOB_COMPLETION_INDEX is set but $REMIND2REG_SHARDS is not"),
+    ({"JOB_COMPLETION_INDEX": "4", "REMIND2REG_SHARDS": "4"}, None, "shard 4 of 4"),
+    ({"SLURM_ARRAY_TASK_ID": "3"}, None, "$SLURM_ARRAY_TASK_COUNT is not"),
+    ({"SLURM_ARRAY_TASK_ID": "3", "SLURM_ARRAY_TASK_COUNT": "2", "SLURM_ARRAY_TASK_STEP": "2"}, None,
+     "not on the array's range"),
+    ({"REMIND2REG_SHARDS": "4"}, None, "without a shard index")])
+def test_bad_shard_settings_are_setup_errors(tmp_path, monkeypatch, capsys, environ, shard, message):
+    for name, value in environ.items():
+        monkeypatch.setenv(name, value)
+    _shard_folder(tmp_path / "in", 2)
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=FakeShift(), shard=shard) == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("ERROR: FAILED: ") and message in last, last
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_a_grand_challenge_job_is_not_sharded(tmp_path, capsys):
+    make_case(tmp_path / "org", shift=(1, 0, 0))
+    make_gc_input(tmp_path / "gc", tmp_path / "org", modalities=(0, 1))
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out"), registration=FakeShift(), shard="1/2") == 2
+    assert "a Grand Challenge job is one case" in capsys.readouterr().err.strip().splitlines()[-1]
+    assert process.run(str(tmp_path / "gc"), str(tmp_path / "out"), registration=FakeShift(), shard="0/1") == 0
+
+
+def test_shard_on_the_command_line(tmp_path):
+    for case in ("0001", "0004", "0007"):  # T2 only, a ceT1 run: nothing to register, no model loaded
+        make_case(tmp_path / "in", case, modalities=(2,))
+    env = {k: v for k, v in os.environ.items() if k not in SHARD_VARIABLES}
+    done = subprocess.run([sys.executable, "-c", "import process, sys; sys.exit(process.main(sys.argv[1:]))",
+                           "--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--shard", "1/2"],
+                          cwd=ROOT, capture_output=True, text=True, env=dict(env, REMIND2REG_SEQUENCES="ceT1",
+                                                                              REMIND2REG_MODEL_DIR=str(tmp_path)))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "shard 1 of 2 (from --shard, K counts from 0): 1 of the 3 case(s) (0004 .. 0004)" in done.stdout
+    assert "case 0004: found" in done.stderr and "case 0001" not in done.stderr + done.stdout.split("shard 1")[1]
