@@ -36,6 +36,7 @@ from evaluation.ground_truth import (DEFAULT_GROUND_TRUTH, GroundTruthError, Pai
 from evaluation.layouts import locate
 from interfaces.conventions import FIXED_INDEX, MODALITIES
 from interfaces.images import write_json_atomic
+from interfaces.logs import Progress
 
 EVAL_VERSION = "2.0"          # Learn2Reg metrics.json shape version
 EVALUATOR = "remind2reg-eval 1.1"
@@ -215,32 +216,43 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
     todo = [p for p in pairs if p.key not in located.errors]
     jobs = [(p, gt_dir, located.fields.get(p.key), located.runtimes.get(p.key), located.layout, report_dir)
             for p in todo]
+    by_key = {p.key: p for p in pairs}
+    identity: dict[str, str] = {}
+    progress = Progress(len(pairs))
+
+    def finish(result: dict) -> dict:
+        """A pair's result as it arrives: scored as identity when asked, logged with [k/N, time left]."""
+        key = result["key"]
+        if missing == "identity" and result.get("kind") == PREDICTION:
+            replacement = evaluate_identity(by_key[key], gt_dir)
+            if "metrics" in replacement:
+                identity[key] = result["error"]
+            result = replacement
+        step = progress.text(len(finished) + 1) if len(pairs) > 1 else ""
+        if key in identity:
+            log.warning(f"{step}{key}: scored as identity (no registration; --missing identity): {identity[key]}")
+        elif "metrics" in result:
+            values = result["metrics"]
+            log.info(f"  {step}{key}: {M.TRE} {values[M.TRE]['mean']:.3f} mm, "
+                     f"{M.SDLOGJ} {values[M.SDLOGJ]['mean']:.4f}"
+                     + (f", {M.RUNTIME} {values[M.RUNTIME]['mean']:.1f}" if M.RUNTIME in values else ""))
+        else:
+            log.error(f"{step}{result['error']}")
+        finished.append(result)
+        return result
+
+    finished: list[dict] = []
+    for result in results:
+        finish(result)
     workers = workers or min(len(jobs), os.cpu_count() or 1, 2)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
-            results += list(pool.map(evaluate_pair, *zip(*jobs)))
+            for result in pool.map(evaluate_pair, *zip(*jobs)):  # in order, each as soon as it is done
+                finish(result)
     else:
-        results += [evaluate_pair(*job) for job in jobs]
-    by_key = {p.key: p for p in pairs}
-    identity: dict[str, str] = {}
-    if missing == "identity":
-        for n, result in enumerate(results):
-            if result.get("kind") == PREDICTION:
-                replacement = evaluate_identity(by_key[result["key"]], gt_dir)
-                if "metrics" in replacement:
-                    identity[result["key"]] = result["error"]
-                results[n] = replacement
-    results.sort(key=lambda r: r["key"])
-    for result in results:
-        key = result["key"]
-        if key in identity:
-            log.warning(f"{key}: scored as identity (no registration; --missing identity): {identity[key]}")
-        elif "metrics" in result:
-            values = result["metrics"]
-            log.info(f"  {key}: {M.TRE} {values[M.TRE]['mean']:.3f} mm, {M.SDLOGJ} {values[M.SDLOGJ]['mean']:.4f}"
-                     + (f", {M.RUNTIME} {values[M.RUNTIME]['mean']:.1f}" if M.RUNTIME in values else ""))
-        else:
-            log.error(result["error"])
+        for job in jobs:
+            finish(evaluate_pair(*job))
+    results = sorted(finished, key=lambda r: r["key"])
     data = build_metrics(results, pairs, name, located.layout, located.warnings, {}, identity, missing,
                          located.runtime_source)
     write_json_atomic(data, output)

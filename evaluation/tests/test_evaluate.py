@@ -402,3 +402,19 @@ def test_npz_float64_is_sampled_in_float64_like_remind2reg(dataset, tmp_path):
                                rtol=0)
     rounded = reference_tre(points[("0099", 1)], field.astype(np.float32))
     assert np.abs(rounded - expected).max() > 1e-9  # the check above can tell the two apart
+
+
+def test_per_pair_lines_show_progress_and_time_left(dataset, tmp_path, capsys):
+    root, gt, points, fields = dataset
+    inp = tmp_path / "in"
+    for (case, m), field in fields.items():
+        if (case, m) != ("0100", 1):  # one missing: its error line counts too
+            synth.write_nifti_field(str(inp), case, m, field)
+    code = run(str(inp), str(gt), str(tmp_path / "m.json"), workers=1)
+    captured = capsys.readouterr()
+    assert code == 1
+    steps = [line for line in captured.out.splitlines() if "TRE_lm" in line and "<--" in line]
+    import re
+    assert [re.sub(r"about [\d a-z]+ left", "about T left", line.split("]")[0].strip()) for line in steps] == [
+        "[1/4, about T left", "[2/4, about T left", "[4/4"]
+    assert re.search(r"ERROR: \[3/4, about [\d a-z]+ left\] 0100_0000<--0100_0001: ", captured.err), captured.err
