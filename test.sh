@@ -5,9 +5,13 @@
 #  3. organisers' command  docker run --rm --network none -v IN:/input/:ro -v OUT:/output IMAGE
 #     - ceT1 image on the good case: exit 0, disp_0001_0000_0001_0001.nii.gz only (+ timings.json)
 #     - T2 image on good + broken case: exit 1 (broken case named), the good case's T2 field still written
+#     (its last stderr line, what the platform shows: "ERROR: run failed: ..." naming case 0999)
 #  4. platform's command (GC layout: inputs.json + image sockets, -v tmpvol:/tmp, --gpus all when
-#     nvidia-smi works): one 4-D DSPF .mha equal to the organisers' ceT1 field after conversion;
-#  and checks names, shapes, dtype, finite values, no partial files. Prints build and run times.
+#     nvidia-smi works), each interface: {iUS, ceT1}, {iUS, T2}, {iUS, ceT1, T2} with the ceT1 image and
+#     {iUS, ceT1, T2} with the T2 image: one 4-D DSPF .mha each, equal to the organisers' field of the
+#     sequence the sockets decide (ceT1, T2, ceT1 (build-time), T2 (build-time));
+#  and checks names, shapes, dtype, finite values, no partial files, and that a successful run's last stderr
+#  line (if any) does not read as a failure. Prints build and run times.
 # Usage: ./test.sh   (SKIP_BUILD=1 reuses built images; KEEP=1 keeps the work folder; FAST=1 mounts a
 # lighter model config at /opt/ml/model (the platform's model-tarball mount) for a quick CPU-only check)
 set -euo pipefail
@@ -48,18 +52,19 @@ for name in sorted(os.listdir(images)):
         if name.endswith("_0002.nii.gz"):
             shutil.copy(os.path.join(images, name), os.path.join(bad, "ReMIND2Reg_0999_0002.nii.gz"))
 open(os.path.join(work, "case_id"), "w").write(first)
-# Grand Challenge layout: inputs.json + /input/images/<slug>/<uuid>.mha
+# Grand Challenge layout, one folder per interface: inputs.json + /input/images/<slug>/<uuid>.mha
 import json, SimpleITK as sitk
 from interfaces import grand_challenge as gc
-gcdir, entries = os.path.join(work, "in-gc"), []
-for modality, slug in gc.INPUT_SLUGS.items():
-    name = f"ReMIND2Reg_{first}_{modality:04d}.nii.gz"
-    os.makedirs(os.path.join(gcdir, "images", slug))
-    sitk.WriteImage(sitk.ReadImage(os.path.join(images, name)),
-                    os.path.join(gcdir, "images", slug, f"0d5e2c7a-{modality}.mha"))
-    entries.append({"socket": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
-                    "image": {"name": name}, "pk": modality})
-json.dump(entries, open(os.path.join(gcdir, "inputs.json"), "w"), indent=1)
+for folder, modalities in (("in-gc", (0, 1, 2)), ("in-gc-cet1", (0, 1)), ("in-gc-t2", (0, 2))):
+    gcdir, entries = os.path.join(work, folder), []
+    for modality in modalities:
+        slug, name = gc.INPUT_SLUGS[modality], f"ReMIND2Reg_{first}_{modality:04d}.nii.gz"
+        os.makedirs(os.path.join(gcdir, "images", slug))
+        sitk.WriteImage(sitk.ReadImage(os.path.join(images, name)),
+                        os.path.join(gcdir, "images", slug, f"0d5e2c7a-{modality}.mha"))
+        entries.append({"socket": {"slug": slug, "kind": "Image", "relative_path": f"images/{slug}"},
+                        "image": {"name": name}, "pk": modality})
+    json.dump(entries, open(os.path.join(gcdir, "inputs.json"), "w"), indent=1)
 PY
 CASE="$(cat "$WORK/case_id")"
 chmod -R a+rX "$WORK"
@@ -82,23 +87,35 @@ run_container() {  # name image input expected_exit [extra docker args...]
   local start code; start=$(now)
   set +e
   docker run --rm --platform=linux/amd64 --network none "$@" \
-    -v "$WORK/$input":/input/:ro -v "$WORK/out-$name":/output "${MODEL_ARGS[@]}" "$image" > "$WORK/log-$name.txt" 2>&1
+    -v "$WORK/$input":/input/:ro -v "$WORK/out-$name":/output "${MODEL_ARGS[@]}" "$image" \
+    > "$WORK/log-$name.txt" 2> "$WORK/err-$name.txt"
   code=$?
   set -e
-  sed 's/^/    /' "$WORK/log-$name.txt"
+  sed 's/^/    /' "$WORK/log-$name.txt"; sed 's/^/    stderr: /' "$WORK/err-$name.txt"
   echo "== $name: $image exit $code (expected $expected), run $(since "$start") s"
   [ "$code" = "$expected" ] || { echo "FAIL: $name exit status $code, expected $expected"; exit 1; }
 }
 
+last_err() { grep -v '^[[:space:]]*$' "$WORK/err-$1.txt" | tail -n 1; }
 run_container organisers-cet1 remind2reg-cet1 in-good 0
+# a successful run's last stderr line (if any: a library may warn) must not read as a failure
+clean_err() { ! last_err "$1" | grep -qiE "error|fail|traceback" || { echo "FAIL: $1: $(last_err "$1")"; exit 1; }; }
+clean_err organisers-cet1
 # the GPU's I/O path (next case read ahead, fields written behind), forced on: the broken case is read ahead
 run_container organisers-t2-broken remind2reg-t2 in-bad 1 -e REMIND2REG_OVERLAP_IO=1
-grep -q "FAILED case 0999: ReMIND2Reg_0999_0000.nii.gz" "$WORK/log-organisers-t2-broken.txt" \
-  || { echo "FAIL: broken case not named in the log"; exit 1; }
+grep -q "^ERROR: FAILED case 0999: ReMIND2Reg_0999_0000.nii.gz" "$WORK/err-organisers-t2-broken.txt" \
+  || { echo "FAIL: broken case not named on stderr"; exit 1; }
+last_err organisers-t2-broken | grep -q "^ERROR: run failed: .*case 0999: ReMIND2Reg_0999_0000.nii.gz" \
+  || { echo "FAIL: the last stderr line does not name the broken case: $(last_err organisers-t2-broken)"; exit 1; }
 grep -q "I/O overlaps the registration" "$WORK/log-organisers-t2-broken.txt" \
   || { echo "FAIL: REMIND2REG_OVERLAP_IO=1 did not overlap I/O in the container"; exit 1; }
 docker volume create "$VOLUME" >/dev/null
+# every interface: the sockets decide the sequence (both MRs: the image's build-time sequence)
 run_container gc-cet1 remind2reg-cet1 in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-cet1-only remind2reg-cet1 in-gc-cet1 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-t2-only remind2reg-cet1 in-gc-t2 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-both-t2-image remind2reg-t2 in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+for name in gc-cet1 gc-cet1-only gc-t2-only gc-both-t2-image; do clean_err "$name"; done
 
 "$PYTHON" - "$WORK" "$CASE" <<'PY'
 import json, os, sys
@@ -125,17 +142,23 @@ cet1 = cv.displacement_name(case, 1)
 fields = check_dir(os.path.join(work, "out-organisers-cet1"), [cet1, "timings.json"])
 timings = json.load(open(os.path.join(work, "out-organisers-cet1", "timings.json")))["pairs"]
 assert list(timings) == [cv.pair_key(case, 1)], timings
-check_dir(os.path.join(work, "out-organisers-t2-broken"), [cv.displacement_name(case, 2), "timings.json"])
-gc_dir = os.path.join(work, "out-gc-cet1", "images", gc.SLUG_DISPLACEMENT)
-assert sorted(os.listdir(os.path.join(work, "out-gc-cet1"))) == ["images"]
-assert os.listdir(gc_dir) == [gc.OUTPUT_FILENAME], os.listdir(gc_dir)
-image = sitk.ReadImage(os.path.join(gc_dir, gc.OUTPUT_FILENAME))
-assert image.GetDimension() == 4 and image.GetSize() == fixed.shape + (3,), image.GetSize()
-voxel, grid = cv.physical_to_voxel_field(image)
-difference = float(np.abs(voxel - fields[cet1]).max())
-assert difference < 1e-3, f"GC field differs from the organisers' field by {difference} voxels"
-print(f"checks ok: organisers' ceT1 + T2 (broken case failed alone), GC DSPF == organisers' field "
-      f"(max diff {difference:.2e} voxels), timings {timings}")
+t2 = cv.displacement_name(case, 2)
+fields.update(check_dir(os.path.join(work, "out-organisers-t2-broken"), [t2, "timings.json"]))
+differences = {}
+for name, expected in (("gc-cet1", cet1), ("gc-cet1-only", cet1), ("gc-t2-only", t2), ("gc-both-t2-image", t2)):
+    gc_dir = os.path.join(work, f"out-{name}", "images", gc.SLUG_DISPLACEMENT)
+    assert sorted(os.listdir(os.path.join(work, f"out-{name}"))) == ["images"], name
+    assert os.listdir(gc_dir) == [gc.OUTPUT_FILENAME], (name, os.listdir(gc_dir))
+    image = sitk.ReadImage(os.path.join(gc_dir, gc.OUTPUT_FILENAME))
+    assert image.GetDimension() == 4 and image.GetSize() == fixed.shape + (3,), (name, image.GetSize())
+    voxel, grid = cv.physical_to_voxel_field(image)
+    differences[name] = float(np.abs(voxel - fields[expected]).max())
+    assert differences[name] < 1e-3, f"{name}: GC field differs from the organisers' {expected} by " \
+                                     f"{differences[name]} voxels"
+    log = open(os.path.join(work, f"log-{name}.txt")).read()
+    assert f"output for {cv.MODALITIES[int(expected[-8])]}" in log, name
+print(f"checks ok: organisers' ceT1 + T2 (broken case failed alone), every GC interface's DSPF == the organisers' "
+      f"field of the sequence its sockets decide (max diff in voxels {differences}), timings {timings}")
 PY
 echo "image sizes: $(for i in remind2reg-cet1 remind2reg-t2; do docker image inspect $i --format "$i {{.Size}}" | awk '{printf "%s %.2f GB  ", $1, $2/1e9}'; done)"
 echo "test.sh: PASS"
