@@ -13,7 +13,8 @@
 #  and checks names, shapes, dtype, finite values, no partial files, and that a successful run's last stderr
 #  line (if any) does not read as a failure. Prints build and run times.
 # Usage: ./test.sh   (SKIP_BUILD=1 reuses built images; KEEP=1 keeps the work folder; FAST=1 mounts a
-# lighter model config at /opt/ml/model (the platform's model-tarball mount) for a quick CPU-only check)
+# lighter model config at /opt/ml/model (the platform's model-tarball mount) for a quick CPU-only check;
+# PREFIX=name builds and tests name-cet1 and name-t2 instead of remind2reg-cet1 and remind2reg-t2)
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")" && pwd)"
 cd "$ROOT"
@@ -25,7 +26,9 @@ trap cleanup EXIT
 now() { date +%s.%N; }
 since() { echo "$(now) - $1" | bc | awk '{printf "%.1f", $1}'; }
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then start=$(now); ./build.sh; echo "build.sh total: $(since "$start") s"; fi
+PREFIX="${PREFIX:-remind2reg}"
+CET1="$PREFIX-cet1" T2="$PREFIX-t2"
+if [ "${SKIP_BUILD:-0}" != 1 ]; then start=$(now); ./build.sh "$PREFIX"; echo "build.sh total: $(since "$start") s"; fi
 
 echo "== making a small simulated case in $WORK"
 "$PYTHON" - "$WORK" <<'PY'
@@ -97,12 +100,12 @@ run_container() {  # name image input expected_exit [extra docker args...]
 }
 
 last_err() { grep -v '^[[:space:]]*$' "$WORK/err-$1.txt" | tail -n 1; }
-run_container organisers-cet1 remind2reg-cet1 in-good 0
+run_container organisers-cet1 "$CET1" in-good 0
 # a successful run's last stderr line (if any: a library may warn) must not read as a failure
 clean_err() { ! last_err "$1" | grep -qiE "error|fail|traceback" || { echo "FAIL: $1: $(last_err "$1")"; exit 1; }; }
 clean_err organisers-cet1
 # the GPU's I/O path (next case read ahead, fields written behind), forced on: the broken case is read ahead
-run_container organisers-t2-broken remind2reg-t2 in-bad 1 -e REMIND2REG_OVERLAP_IO=1
+run_container organisers-t2-broken "$T2" in-bad 1 -e REMIND2REG_OVERLAP_IO=1
 grep -q "^ERROR: FAILED case 0999: ReMIND2Reg_0999_0000.nii.gz" "$WORK/err-organisers-t2-broken.txt" \
   || { echo "FAIL: broken case not named on stderr"; exit 1; }
 last_err organisers-t2-broken | grep -q "^ERROR: run failed: .*case 0999: ReMIND2Reg_0999_0000.nii.gz" \
@@ -111,10 +114,10 @@ grep -q "I/O overlaps the registration" "$WORK/log-organisers-t2-broken.txt" \
   || { echo "FAIL: REMIND2REG_OVERLAP_IO=1 did not overlap I/O in the container"; exit 1; }
 docker volume create "$VOLUME" >/dev/null
 # every interface: the sockets decide the sequence (both MRs: the image's build-time sequence)
-run_container gc-cet1 remind2reg-cet1 in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
-run_container gc-cet1-only remind2reg-cet1 in-gc-cet1 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
-run_container gc-t2-only remind2reg-cet1 in-gc-t2 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
-run_container gc-both-t2-image remind2reg-t2 in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-cet1 "$CET1" in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-cet1-only "$CET1" in-gc-cet1 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-t2-only "$CET1" in-gc-t2 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
+run_container gc-both-t2-image "$T2" in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
 for name in gc-cet1 gc-cet1-only gc-t2-only gc-both-t2-image; do clean_err "$name"; done
 
 "$PYTHON" - "$WORK" "$CASE" <<'PY'
@@ -160,5 +163,5 @@ for name, expected in (("gc-cet1", cet1), ("gc-cet1-only", cet1), ("gc-t2-only",
 print(f"checks ok: organisers' ceT1 + T2 (broken case failed alone), every GC interface's DSPF == the organisers' "
       f"field of the sequence its sockets decide (max diff in voxels {differences}), timings {timings}")
 PY
-echo "image sizes: $(for i in remind2reg-cet1 remind2reg-t2; do docker image inspect $i --format "$i {{.Size}}" | awk '{printf "%s %.2f GB  ", $1, $2/1e9}'; done)"
+echo "image sizes: $(for i in "$CET1" "$T2"; do docker image inspect $i --format "$i {{.Size}}" | awk '{printf "%s %.2f GB  ", $1, $2/1e9}'; done)"
 echo "test.sh: PASS"
