@@ -23,7 +23,8 @@ import os
 import re
 from dataclasses import dataclass, field as dataclass_field
 
-from interfaces.conventions import DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, displacement_name, pair_key
+from interfaces.conventions import (DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, TIMINGS_NAME, displacement_name,
+                                   pair_key)
 
 # one definition of the socket slugs, shared with the algorithm container (interfaces/grand_challenge.py):
 #   intraoperative-ultrasound (fixed iUS, _0000), preoperative-t1-contrast-mri (ceT1, _0001),
@@ -33,7 +34,6 @@ from interfaces.grand_challenge import choose_target
 from interfaces.organisers import wanted_modalities
 
 PREDICTIONS = "predictions.json"
-TIMINGS = "timings.json"
 MODALITY_OF_SLUG = SLUG_MODALITY
 
 
@@ -73,9 +73,9 @@ def locate_organisers(input_dir: str, pairs) -> Located:
         match = DISP_NAME_RE.match(name)
         if match and pair_key(match.group(1), int(match.group(3))) not in wanted:
             found.warnings.append(f"{name}: no ground-truth pair, not evaluated")
-    found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS), found.warnings))
+    found.runtimes.update(read_timings(os.path.join(input_dir, TIMINGS_NAME), found.warnings))
     if found.runtimes:
-        found.runtime_source = f"{TIMINGS} (the algorithm's own seconds per pair)"
+        found.runtime_source = f"{TIMINGS_NAME} (the algorithm's own seconds per pair)"
     return found
 
 

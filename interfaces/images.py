@@ -37,7 +37,7 @@ class LoadedImage:
     @property
     def image(self) -> sitk.Image:
         """float32 SimpleITK image of the voxels, made on first use: only resampling needs it, and a copy
-        per NIfTI volume (67 MB at 256^3) is not worth holding for grids that already match."""
+        per NIfTI volume is not worth holding for grids that already match."""
         if self._image is None:
             self._image = cv.image_from_array(self.array, self.grid)
         return self._image
@@ -58,7 +58,7 @@ def _read_nifti_pixels(path: str, size: tuple[int, ...]) -> np.ndarray:
     if data.shape != tuple(size):
         raise ValueError(f"voxel array shape {data.shape} differs from the header size {tuple(size)}")
     # kept in the file's Fortran order (i fastest): SimpleITK wants that layout, and the model transposes
-    # on its device; a C-order copy here cost ~0.2 s per 256^3 volume on the CPU
+    # on its device; a C-order copy here costs time per volume on the CPU (docs/CONTAINER.md)
     return data
 
 

@@ -43,7 +43,7 @@ class Registration:
         self.device = _pick_device(device if device is not None else config["device"])
         if config["threads"]:
             torch.set_num_threads(int(config["threads"]))
-        # the first use_deterministic_algorithms call imports torch._inductor's config (~1.4 s on the CPU VM):
+        # the first use_deterministic_algorithms call imports torch._inductor's config (seconds, docs/MODEL.md):
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
         torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
                                            warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
