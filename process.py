@@ -27,6 +27,7 @@ from interfaces.background_io import OVERLAP_ENV, BackgroundIO, overlap_mode
 from interfaces.images import (InputError, LoadedImage, gzip_level, nifti_affine_for, onto_grid, read_images,
                                write_json_atomic, write_sitk_image, write_voxel_field_nifti)
 from interfaces.logs import log
+from interfaces.version import __version__
 
 MODEL_DIR = "/opt/ml/model"  # Grand Challenge extracts an uploaded model tarball here
 CONFIG_ENV = "REMIND2REG_CONFIG"  # model.config reads it (named here too: torch is imported only with the model)
@@ -424,6 +425,7 @@ def main(argv=None) -> int:
                         help=f"override ${org.SEQUENCES_ENV} (ceT1 | T2 | all)")
     parser.add_argument("--qc", nargs="?", const="", default=None, metavar="DIR",
                         help=f"write a QC PNG per pair into DIR (default <output>/{DEFAULT_QC_DIR})")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--demo", action="store_true",
                         help="simulate one small case, register it into demo_output/, print TRE before/after")
     args = parser.parse_args(argv)
