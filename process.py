@@ -20,6 +20,7 @@ import time
 from dataclasses import dataclass
 
 from interfaces import conventions as cv
+from interfaces import cpus
 from interfaces import grand_challenge as gc
 from interfaces import logs
 from interfaces import organisers as org
@@ -62,8 +63,9 @@ class _Lazy:
             t0 = time.perf_counter()
             self._registration = load_registration()
             self.load_seconds = time.perf_counter() - t0
-            log.info("model loaded in %.2fs, device %s", self.load_seconds,
-                     getattr(self._registration, "device_name", "?"))
+            log.info("model loaded in %.2fs, device %s, %s torch threads (allowed CPUs %s)", self.load_seconds,
+                     getattr(self._registration, "device_name", "?"), getattr(self._registration, "threads", "?"),
+                     cpus.describe())
         return self._registration
 
 

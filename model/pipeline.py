@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this process may use
+
 from .discrete import discrete_field
 from .features import coarsen, level_features, pca_reduce
 from .refine import adam_refine
@@ -43,8 +45,8 @@ class Registration:
     def __init__(self, config, device=None):
         self.cfg = config
         self.device = _pick_device(device if device is not None else config.get("device"))
-        if config.get("threads"):
-            torch.set_num_threads(int(config["threads"]))
+        torch.set_num_threads(int(config.get("threads") or allowed_cpus()))  # null: affinity and cgroup quota
+        self.threads = torch.get_num_threads()
         # the first use_deterministic_algorithms call imports torch._inductor's config (~1.4 s on the CPU VM):
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
         torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
