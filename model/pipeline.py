@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this process may use
+
 from .pyramid import FeaturePyramid
 from .stages import (GlobalPose, adam_refinement, deformable_search, full_resolution_field, global_pose,
                      matches_worse_than_identity, plausible_scale)
@@ -41,8 +43,8 @@ class Registration:
     def __init__(self, config, device=None):
         self.cfg = config
         self.device = _pick_device(device if device is not None else config["device"])
-        if config["threads"]:
-            torch.set_num_threads(int(config["threads"]))
+        torch.set_num_threads(int(config["threads"] or allowed_cpus()))  # null: affinity and cgroup quota
+        self.threads = torch.get_num_threads()
         # the first use_deterministic_algorithms call imports torch._inductor's config (seconds, docs/MODEL.md):
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
         torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),

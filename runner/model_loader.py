@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import time
 
+from interfaces import cpus
 from interfaces.logs import log
 
 
@@ -28,8 +29,9 @@ class LazyRegistration:
             t0 = time.perf_counter()
             self._registration = load_registration(*self._config)
             self.load_seconds = time.perf_counter() - t0
-            log.info("model loaded in %.2fs, device %s", self.load_seconds,
-                     getattr(self._registration, "device_name", "?"))
+            log.info("model loaded in %.2fs, device %s, %s torch threads (allowed CPUs %s)", self.load_seconds,
+                     getattr(self._registration, "device_name", "?"), getattr(self._registration, "threads", "?"),
+                     cpus.describe())
         return self._registration
 
     @property
