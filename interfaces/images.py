@@ -255,6 +255,14 @@ def atomic_path(path: str):
         raise
 
 
+def check_writable(folder: str) -> None:
+    """Create and remove a file in `folder`: raises OSError when it cannot be written. A real write, not
+    os.access, which says yes to root on a read-only mount."""
+    fd, probe = tempfile.mkstemp(prefix=f".write-test-{os.getpid()}-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
+
+
 def write_json_atomic(data: dict, path: str) -> None:
     """JSON through a temporary name and os.replace (atomic_path): never a half-written file."""
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as out:
