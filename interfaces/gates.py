@@ -46,7 +46,7 @@ def geometry_problem(size, spacing, direction) -> str | None:
     lo, hi = SPACING_MM
     if np.any(spacing < lo) or np.any(spacing > hi):
         hint = " (a header in metres?)" if np.any(spacing < lo) else " (a header in micrometres?)"
-        return (f"has spacing {'x'.join(_g(s) for s in spacing)} mm, outside the plausible {lo}-{hi} mm per "
+        return (f"has spacing {'x'.join(_g(s) for s in spacing)} mm, outside the plausible {lo:g}-{hi:g} mm per "
                 f"axis{hint}")
     extent = np.asarray(size, dtype=np.float64) * spacing
     lo, hi = EXTENT_MM

@@ -170,12 +170,24 @@ def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedIma
 
 
 def _nifti_zero_pixdim(path: str) -> bool:
-    import nibabel as nib
+    """Whether the header's pixdim[1:4] holds a 0, read from the raw header: nibabel and SimpleITK both quietly
+    replace a zero spacing by 1 mm. NIfTI-1 (348-byte header, float32 pixdim at byte 76) and NIfTI-2 (540,
+    float64 at byte 104), either byte order."""
+    import struct
 
     try:
-        return bool(np.any(np.asarray(nib.load(path).header["pixdim"][1:4]) == 0))
-    except Exception:  # noqa: BLE001 - the voxel read reports a broken file
-        return False
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+        for order in "<>":
+            size = struct.unpack(order + "i", head[:4])[0]
+            if size == 348:
+                return 0.0 in struct.unpack(order + "8f", head[76:108])[1:4]
+            if size == 540:
+                return 0.0 in struct.unpack(order + "8d", head[104:168])[1:4]
+    except (OSError, EOFError, struct.error):  # the voxel read reports a broken file
+        pass
+    return False
 
 
 def read_images(requests: dict, workers: int | None = None) -> dict:

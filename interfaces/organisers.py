@@ -44,8 +44,8 @@ def find_cases(input_dir: str) -> tuple[dict[str, Case], list[str]]:
     ignored = []
     for name in sorted(os.listdir(input_dir)):
         path = os.path.join(input_dir, name)
-        parsed = cv.parse_image_name(name)
-        if parsed is None or not os.path.isfile(path):
+        parsed = cv.parse_image_name(name)  # a folder under an image's name is kept: reading it says so
+        if parsed is None:
             ignored.append(name)
             continue
         case_id, modality = parsed
