@@ -30,7 +30,7 @@ EXTENT_MM = (5.0, 600.0)
 MIN_FAN_CM3 = 1.0
 PERCENTILES = (1.0, 99.0)
 RELATIVE_SPREAD = 1e-6      # about 8 float32 steps: less spread than this between the percentiles is none
-ORTHONORMAL_TOL = 1e-3      # |D^T D - I| of the direction matrix; NIfTI quaternions and float32 headers are ~1e-6
+ORTHONORMAL_TOL = 1e-3      # max abs(D^T D - I) of the direction matrix; NIfTI quaternions and float32 headers are ~1e-6
 SAMPLE_VOXELS = 1_000_000   # percentiles on a regular index-space subsample of about this many voxels
 
 
@@ -62,7 +62,7 @@ def geometry_problem(size, spacing, direction) -> str | None:
         det = float(np.linalg.det(direction))
         kind = "degenerate" if abs(abs(det) - 1.0) > ORTHONORMAL_TOL else "sheared"
         return (f"has a {kind} (non-orthonormal) direction matrix {tuple(round(d, 4) for d in direction.ravel())}"
-                f" (max |D^T D - I| = {error:.3g}, det {det:.3g}); expected a rotation")
+                f" (max abs(D^T D - I) = {error:.3g}, det {det:.3g}); expected a rotation")
     return None
 
 
