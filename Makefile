@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 # the one version source is interfaces/version.py (tags NAME:$(VERSION), OCI labels, process.py --version)
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' interfaces/version.py)
 
-.PHONY: venv demo test bench clean version images container-test export eval-image eval-test eval-export
+.PHONY: venv demo test clean version images container-test export eval-image eval-test eval-export
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt evaluation/requirements.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
