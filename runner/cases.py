@@ -130,9 +130,23 @@ def write_pair(job: dict) -> PairOutcome:
     log.info("%s: wrote %s | device %s | %s | model stages: %s | %s", pair.label, written,
              getattr(result, "device", "?"), logs.fmt_seconds(seconds),
              logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}), job["memory"])
+    safety = safety_report(pair.label, result)
     write_qc(job["qc_dir"], pair.qc_name, job["fixed"], job["moving"], result.displacement)
     return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 3),
-                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")}})
+                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")},
+                                                      **safety})
+
+
+def safety_report(label: str, result) -> dict:
+    """The safety net's answer for timings.json, and a WARNING when the field written is not the pair's own
+    result (a model without a safety net, e.g. a benchmark's stand-in, reports nothing)."""
+    action = getattr(result, "safety", None)
+    if action is None:
+        return {}
+    reason = getattr(result, "safety_reason", "")
+    if action != "kept":
+        log.warning("%s: safety net: wrote %s instead of its own result: %s", label, action, reason)
+    return {"safety": action, **({"safety_reason": reason} if reason else {})}
 
 
 def write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, displacement) -> None:

@@ -118,3 +118,30 @@ def test_the_model_registers_each_sequence_once_per_case_and_reports_the_net():
     off = Registration(load_config(overrides={**FAST, "safety": {"cross_sequence": False}}), device="cpu")
     off.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
     assert "global" in off.register(fixed, case, (1.0, 1.0, 1.0), "T2").stage_seconds  # ceT1 alone was registered
+
+
+def test_the_run_says_when_the_net_replaced_a_field(tmp_path, capsys):
+    """What the net did reaches the user: a WARNING naming the pair, what was written and why, and timings.json."""
+    import json
+    from types import SimpleNamespace
+
+    import process
+    from test_process import make_case
+
+    class NetFellBack:
+        def register(self, fixed, moving, spacing, target):
+            reason = "the ceT1 field fits T2 cost x1.200 of identity" if target == "ceT1" else ""
+            return SimpleNamespace(displacement=np.zeros(fixed.shape + (3,), np.float32), device="cpu",
+                                   stage_seconds={}, safety="identity" if target == "ceT1" else "kept",
+                                   safety_reason=reason)
+
+    make_case(tmp_path / "in", "0001")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=NetFellBack()) == 0
+    captured = capsys.readouterr()
+    assert ("case 0001 ceT1: safety net: wrote identity instead of its own result: the ceT1 field fits T2 cost "
+            "x1.200 of identity") in captured.out + captured.err
+    assert "case 0001 T2: safety net" not in captured.out + captured.err
+    pairs = json.load(open(tmp_path / "out" / "timings.json"))["pairs"]
+    assert pairs["0001_0000<--0001_0001"]["safety"] == "identity"
+    assert pairs["0001_0000<--0001_0001"]["safety_reason"].startswith("the ceT1 field fits T2")
+    assert pairs["0001_0000<--0001_0002"]["safety"] == "kept" and "safety_reason" not in pairs["0001_0000<--0001_0002"]
