@@ -26,6 +26,18 @@ COPY runner/*.py /opt/app/runner/
 COPY model/ /opt/app/model/
 COPY resources/ /opt/app/resources/
 
+# OCI labels (build.sh fills them: VERSION from interfaces/version.py, REVISION and SOURCE from git).
+# After the code, before SEQUENCES: a new commit changes only these metadata layers and the last one.
+ARG VERSION=unknown
+ARG REVISION=unknown
+ARG SOURCE=""
+LABEL org.opencontainers.image.title="remind2reg" \
+      org.opencontainers.image.description="ReMIND2Reg 2025: pre-operative MRI to post-resection iUS registration" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.licenses="MIT"
+
 # which MR sequences this image registers: ceT1 | T2 | all (baked in; REMIND2REG_SEQUENCES at run time).
 # Declared last so the ceT1 and T2 images share every other layer.
 ARG SEQUENCES=all

@@ -24,6 +24,7 @@ import sys
 
 from interfaces.logs import log
 from interfaces.organisers import SEQUENCE_CHOICES, SEQUENCES_ENV
+from interfaces.version import __version__
 from runner import run  # noqa: F401 - process.run is the benchmarks' and tests' entry (model injectable)
 
 DEFAULT_QC_DIR = "qc"  # relative to the output folder when --qc is given without a folder
@@ -50,6 +51,7 @@ def main(argv=None) -> int:
                              "JOB_COMPLETION_INDEX + $REMIND2REG_SHARDS (0/1: no sharding)")
     parser.add_argument("--qc", nargs="?", const="", default=None, metavar="DIR",
                         help=f"write a QC PNG per pair into DIR (default <output>/{DEFAULT_QC_DIR})")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     parser.add_argument("--demo", action="store_true",
                         help="simulate one small case, register it into demo_output/, print TRE before/after")
     args = parser.parse_args(argv)

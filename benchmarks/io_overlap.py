@@ -22,7 +22,8 @@ from types import SimpleNamespace
 
 import numpy as np
 
-from interfaces.background_io import OVERLAP_ENV
+from interfaces.conventions import TIMINGS_NAME
+from runner.settings import OVERLAP_ENV
 
 
 class SleepingRegistration:
@@ -58,7 +59,7 @@ def run_mode(input_dir: str, out_dir: str, overlap: str, seconds: float) -> dict
             del os.environ[OVERLAP_ENV]
         else:
             os.environ[OVERLAP_ENV] = before
-    pairs = json.load(open(os.path.join(out_dir, "timings.json")))["pairs"]
+    pairs = json.load(open(os.path.join(out_dir, TIMINGS_NAME)))["pairs"]
     stages = {k: float(np.mean([p[k] for p in pairs.values()])) for k in ("read", "register", "write")}
     return {"overlap": overlap, "exit": code, "pairs": len(pairs), "wall": wall, "per_pair": wall / len(pairs),
             **stages}

@@ -21,7 +21,6 @@ OUT/benchmark.md and OUT/benchmark.json.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import subprocess
@@ -32,6 +31,7 @@ import numpy as np
 
 from evaluation import metrics as M
 from interfaces import conventions as cv
+from interfaces.conventions import TIMINGS_NAME
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -57,13 +57,6 @@ PEERS = ("identity", "sitk-mi")
 DEFAULT_METHODS = ("identity", "sitk-mi") + tuple(ABLATIONS)
 
 
-def _merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for key, value in over.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
-    return out
-
-
 def flat_input(dataset: str, folder: str) -> str:
     """The organisers' flat input folder: links to every ReMIND2Reg image of the dataset."""
     os.makedirs(folder, exist_ok=True)
@@ -80,12 +73,13 @@ def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> flo
     if method in PEERS:
         command = [sys.executable, "-m", "benchmarks.peers", method]
     else:
-        with open(os.path.join(ROOT, "resources", "config.json")) as handle:
-            config = _merge(json.load(handle), CONFIGS[method])
-        model_dir = out_dir + "-model"
+        model_dir = out_dir + "-model"  # the variant's overrides, as a mounted model tarball's config.json
         os.makedirs(model_dir, exist_ok=True)
         with open(os.path.join(model_dir, "config.json"), "w") as handle:
-            json.dump(config, handle, indent=1)
+            json.dump(CONFIGS[method], handle, indent=1)
+        from model.config import load_config
+
+        load_config(os.path.join(model_dir, "config.json"))  # the strict merge: a misspelt key stops here, named
         env["REMIND2REG_MODEL_DIR"] = model_dir
         command = [sys.executable, os.path.join(ROOT, "process.py")]
     start = time.perf_counter()
@@ -199,7 +193,7 @@ def main(argv=None) -> int:
         evaluate(out_dir, args.cases, metrics_path, name=method, quiet=True)
         with open(metrics_path) as handle:
             results[method] = json.load(handle)
-        results[method]["_timings"] = os.path.join(out_dir, "timings.json")
+        results[method]["_timings"] = os.path.join(out_dir, TIMINGS_NAME)
         rows.append(summarise(method, results[method], results.get("identity"), wall))
         rows.sort(key=lambda row: _order(row["method"]))
         print(table(rows[-1:]).splitlines()[-1], file=sys.stderr, flush=True)

@@ -18,7 +18,6 @@ with an error line.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import sys
@@ -36,7 +35,7 @@ from evaluation.ground_truth import (DEFAULT_GROUND_TRUTH, GroundTruthError, Pai
 from evaluation.layouts import locate
 from interfaces.conventions import FIXED_INDEX, MODALITIES
 from interfaces.images import write_json_atomic
-from interfaces.logs import Progress
+from interfaces.logs import Progress, one_line
 
 EVAL_VERSION = "2.0"          # Learn2Reg metrics.json shape version
 EVALUATOR = "remind2reg-eval 1.1"
@@ -106,7 +105,7 @@ def evaluate_pair(pair: Pair, gt_dir: str, field_path: str | None, runtime: floa
     except GroundTruthError as exc:
         return {"key": pair.key, "error": str(exc), "kind": GROUND_TRUTH}
     except Exception as exc:  # never lose the other pairs to one unexpected failure
-        return {"key": pair.key, "error": f"{pair.key}: {type(exc).__name__}: {' '.join(str(exc).split())}",
+        return {"key": pair.key, "error": f"{pair.key}: {type(exc).__name__}: {one_line(exc)}",
                 "kind": INTERNAL}
 
 

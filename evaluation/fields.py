@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from interfaces.conventions import Grid, check_voxel_field, physical_to_voxel_field
+from interfaces.logs import one_line
 
 
 class FieldError(ValueError):
@@ -124,4 +125,4 @@ def load_field(path: str, expected_shape: tuple[int, int, int] | None, pair: str
 
 
 def _one_line(exc: BaseException) -> str:
-    return " ".join(str(exc).split())[:300] or type(exc).__name__
+    return one_line(exc)[:300]  # a field reader's error can quote a whole header

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from interfaces.conventions import (FIXED_INDEX, MODALITIES, Grid, image_name, landmark_name, pair_key,
-                                    parse_image_name)
+from interfaces.conventions import (FIXED_INDEX, IMAGE_SUFFIXES, MODALITIES, Grid, image_name, landmark_name,
+                                    pair_key, parse_image_name)
 
 DEFAULT_GROUND_TRUTH = "/opt/ml/input/data/ground_truth"
 IMAGES_DIR, LANDMARKS_DIR = "imagesTr", "landmarksTr"
@@ -88,7 +88,7 @@ def landmark_path(gt_dir: str, case: str, modality: int) -> str:
 
 
 def image_path(gt_dir: str, case: str, modality: int) -> str:
-    for suffix in (".nii.gz", ".nii", ".mha", ".nrrd"):
+    for suffix in IMAGE_SUFFIXES:
         path = os.path.join(gt_dir, IMAGES_DIR, image_name(case, modality, suffix))
         if os.path.isfile(path):
             return path

@@ -35,7 +35,6 @@ from interfaces.grand_challenge import choose_target
 from interfaces.organisers import SEQUENCES_ENV, wanted_modalities
 
 PREDICTIONS = "predictions.json"
-TIMINGS = "timings.json"
 MODALITY_OF_SLUG = SLUG_MODALITY
 
 

@@ -1,7 +1,8 @@
 """Case reads ahead and field writes behind the registration, on background threads.
 
-On a GPU the model leaves the CPU idle while a 256^3 case takes ~0.5 s to read and ~0.7 s to write on the
-CPU, the same order as the registration itself; overlapping them is what an end-to-end 3 s per pair needs.
+On a GPU the model leaves the CPU idle while a 256^3 case is read and its field written on the CPU, which
+takes the same order of time as the registration itself (docs/CONTAINER.md); overlapping them is what an
+end-to-end 3 s per pair needs.
 On the CPU the model already uses every core, so `auto` keeps I/O in line there (measured: docs/CONTAINER.md).
 
 Bounded memory: at most one case is read ahead and one field waits to be written (`write` first waits for

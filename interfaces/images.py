@@ -16,6 +16,7 @@ import numpy as np
 import SimpleITK as sitk
 
 from interfaces import conventions as cv
+from interfaces import gates
 from interfaces.logs import one_line
 
 # Writer for organisers' .nii.gz fields: gzip level 0 (stored blocks) measured fastest; see docs/CONTAINER.md.
@@ -37,7 +38,7 @@ class LoadedImage:
     @property
     def image(self) -> sitk.Image:
         """float32 SimpleITK image of the voxels, made on first use: only resampling needs it, and a copy
-        per NIfTI volume (67 MB at 256^3) is not worth holding for grids that already match."""
+        per NIfTI volume is not worth holding for grids that already match."""
         if self._image is None:
             self._image = cv.image_from_array(self.array, self.grid)
         return self._image
@@ -58,72 +59,139 @@ def _read_nifti_pixels(path: str, size: tuple[int, ...]) -> np.ndarray:
     if data.shape != tuple(size):
         raise ValueError(f"voxel array shape {data.shape} differs from the header size {tuple(size)}")
     # kept in the file's Fortran order (i fastest): SimpleITK wants that layout, and the model transposes
-    # on its device; a C-order copy here cost ~0.2 s per 256^3 volume on the CPU
+    # on its device; a C-order copy here costs time per volume on the CPU (docs/CONTAINER.md)
     return data
 
 
-def read_image(path: str, role: str = "image", require_nonzero: bool = False) -> LoadedImage:
-    """Read a 3-D scalar image (.nii, .nii.gz, .mha, .nrrd) and validate it; raise InputError on any problem."""
+def _open_problem(path: str, role: str) -> str | None:
+    """Why the file cannot be opened, said as it is: missing, a folder, permissions; None when it opens.
+    Opening it (not os.access) is the true test, also as root."""
     name = _name(path)
-    if not os.path.isfile(path):
-        raise InputError(f"{name}: {role} file not found")
-    if os.path.getsize(path) == 0:
-        raise InputError(f"{name}: {role} file is empty (0 bytes)")
-    nifti = path.lower().endswith((".nii", ".nii.gz"))
+    if os.path.isdir(path):
+        return f"{name}: {role} path is a folder, not an image file"
+    if not os.path.lexists(path):
+        return f"{name}: {role} file not found"
+    if not os.path.exists(path):
+        return f"{name}: {role} file is a broken link (to {os.readlink(path)})"
     try:
-        if nifti:  # geometry from SimpleITK (header only), voxels from nibabel
-            reader = sitk.ImageFileReader()
-            reader.SetFileName(path)
-            reader.ReadImageInformation()
-            dimension, size = reader.GetDimension(), tuple(reader.GetSize())
-            components = reader.GetNumberOfComponents()
-            geometry = (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
-        else:
-            image = sitk.ReadImage(path)
-            dimension, size = image.GetDimension(), tuple(image.GetSize())
-            components = image.GetNumberOfComponentsPerPixel()
-            geometry = (image.GetSpacing(), image.GetOrigin(), image.GetDirection())
+        with open(path, "rb") as handle:
+            handle.read(1)
+    except PermissionError:
+        return f"{name}: {role} file exists but cannot be opened: permission denied (make it readable to this user)"
+    except OSError as exc:
+        return f"{name}: {role} file exists but cannot be opened: {one_line(exc)}"
+    if os.path.getsize(path) == 0:
+        return f"{name}: {role} file is empty (0 bytes)"
+    return None
+
+
+def _header_problem(detail: str) -> str:
+    """ITK's reason for refusing a header, said plainly (its own text can mislead: a truncated .mha reads
+    'No such file or directory')."""
+    if "orthonormal" in detail:
+        return "has a sheared (non-orthonormal) direction in its header, which ITK cannot represent"
+    if "Zero-valued spacing" in detail:
+        return "has zero spacing in its header"
+    return f"not an image: unknown format or corrupt header: {detail[-160:]}"
+
+
+def _voxel_problem(path: str, reader: sitk.ImageFileReader, size, detail: str) -> str:
+    """Why the voxels did not read: for an uncompressed MetaImage, how many bytes are missing."""
+    if path.lower().endswith(".mha"):
+        with open(path, "rb") as handle:
+            head = handle.read(4096)
+        marker = head.find(b"ElementDataFile")
+        if marker >= 0 and b"CompressedData = True" not in head[:marker]:
+            data_start = head.index(b"\n", marker) + 1
+            itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
+            needed = int(np.prod(size)) * reader.GetNumberOfComponents() * itemsize
+            present = os.path.getsize(path) - data_start
+            if present < needed:
+                return f"truncated file: {present} of the {needed} bytes of voxel data its header announces"
+    if "No such file or directory" in detail:  # ITK's words for a short read of a file that is there
+        return "truncated or corrupt file: its voxel data could not be read whole"
+    return f"truncated or corrupt file: {detail[-160:]}"
+
+
+def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedImage:
+    """Read a 3-D scalar image (.nii, .nii.gz, .mha, .nrrd) and validate it; raise InputError on any problem.
+    fixed: the iUS, gated as one (interfaces/gates.py: a fan to register on); else gated as an MR."""
+    name = _name(path)
+    problem = _open_problem(path, role)
+    if problem:
+        raise InputError(problem)
+    nifti = path.lower().endswith((".nii", ".nii.gz"))
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(path)
+    try:  # the header first: its geometry is checked before any voxel is read
+        reader.ReadImageInformation()
     except RuntimeError as exc:
-        detail = one_line(exc)
-        raise InputError(f"{name}: cannot read {role} (unreadable or truncated file): {detail[-160:]}") from None
+        problem = _header_problem(one_line(exc))
+        raise InputError(f"{name}: {role} {problem}" if problem.startswith("has ")
+                         else f"{name}: cannot read {role} ({problem})") from None
+    dimension, size = reader.GetDimension(), tuple(reader.GetSize())
+    components = reader.GetNumberOfComponents()
+    geometry = (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
     if dimension == 4 and size[3] == 1:  # a 4-D image with one volume: accept its volume
         dimension, size = 3, size[:3]
         geometry = (geometry[0][:3], geometry[1][:3], tuple(np.asarray(geometry[2]).reshape(4, 4)[:3, :3].ravel()))
-        if not nifti:
-            image = image[:, :, :, 0]
     if dimension != 3:
         raise InputError(f"{name}: {role} is {dimension}-D (size {size}), expected a 3-D image")
     if components != 1:
         raise InputError(f"{name}: {role} has {components} components per voxel, expected a scalar image")
     if min(size) < 2:
         raise InputError(f"{name}: {role} has size {size}, expected at least 2 voxels along each axis")
-    spacing = np.asarray(geometry[0], dtype=np.float64)
-    direction = np.asarray(geometry[2], dtype=np.float64).reshape(3, 3)
-    if not (np.all(np.isfinite(spacing)) and np.all(spacing > 0)):
-        raise InputError(f"{name}: {role} has invalid spacing {tuple(spacing)}")
-    if not np.all(np.isfinite(direction)) or abs(abs(np.linalg.det(direction)) - 1.0) > 1e-3:
-        raise InputError(f"{name}: {role} has a degenerate direction matrix {tuple(direction.ravel())}")
-    grid = cv.Grid(tuple(int(s) for s in size), tuple(float(s) for s in spacing),
-                   tuple(float(o) for o in geometry[1]), tuple(float(d) for d in direction.ravel()))
+    if nifti and _nifti_zero_pixdim(path):
+        raise InputError(f"{name}: {role} has zero spacing (pixdim) in its header (SimpleITK would read it as 1 mm)")
+    problem = gates.geometry_problem(size, geometry[0], geometry[2])
+    if problem:
+        raise InputError(f"{name}: {role} {problem}")
+    grid = cv.Grid(tuple(int(s) for s in size), tuple(float(s) for s in geometry[0]),
+                   tuple(float(o) for o in geometry[1]), tuple(float(d) for d in geometry[2]))
     try:
-        if nifti:
+        if nifti:  # geometry from SimpleITK (header only), voxels from nibabel
             array, image = _read_nifti_pixels(path, grid.shape), None
         else:
+            image = reader.Execute()
+            if image.GetDimension() == 4:
+                image = image[:, :, :, 0]
             image = sitk.Cast(image, sitk.sitkFloat32)
             array = cv.array_from_image(image)
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
         detail = one_line(exc)
-        raise InputError(f"{name}: cannot read {role} voxels (truncated or corrupt file): {detail[-160:]}") from None
+        raise InputError(f"{name}: cannot read {role} voxels ({_voxel_problem(path, reader, size, detail)})") from None
     bad = ~np.isfinite(array)
     if bad.any():
         raise InputError(f"{name}: {role} contains {int(bad.sum())} NaN/Inf voxels")
-    if require_nonzero and not np.any(array):
-        raise InputError(f"{name}: {role} is empty (all voxels are 0)")
+    problem = gates.ius_problem(array, grid.spacing) if fixed else gates.mr_problem(array)
+    if problem:
+        raise InputError(f"{name}: {role} {problem}")
     return LoadedImage(path, array, grid, image)
 
 
+def _nifti_zero_pixdim(path: str) -> bool:
+    """Whether the header's pixdim[1:4] holds a 0, read from the raw header: nibabel and SimpleITK both quietly
+    replace a zero spacing by 1 mm. NIfTI-1 (348-byte header, float32 pixdim at byte 76) and NIfTI-2 (540,
+    float64 at byte 104), either byte order."""
+    import struct
+
+    try:
+        opener = gzip.open if path.lower().endswith(".gz") else open
+        with opener(path, "rb") as handle:
+            head = handle.read(540)
+        for order in "<>":
+            size = struct.unpack(order + "i", head[:4])[0]
+            if size == 348:
+                return 0.0 in struct.unpack(order + "8f", head[76:108])[1:4]
+            if size == 540:
+                return 0.0 in struct.unpack(order + "8d", head[104:168])[1:4]
+    except (OSError, EOFError, struct.error):  # the voxel read reports a broken file
+        pass
+    return False
+
+
 def read_images(requests: dict, workers: int | None = None) -> dict:
-    """read_image for several files at once: {key: (path, role, require_nonzero)} -> {key: LoadedImage or
+    """read_image for several files at once: {key: (path, role, fixed)} -> {key: LoadedImage or
     the InputError it raised}. Threads overlap the gunzip of a case's volumes (zlib releases the GIL)."""
     from concurrent.futures import ThreadPoolExecutor
 
@@ -144,7 +212,7 @@ def onto_grid(moving: LoadedImage, fixed: LoadedImage, role: str = "moving image
     """The moving image on the fixed grid: as is when the grids match, else resampled by physical geometry
     (identity transform, linear interpolation, 0 outside). Returns (array, resampled?)."""
     if moving.grid.matches(fixed.grid):
-        return moving.array, False
+        return _covering_the_fan(moving.array, moving, fixed, role), False
     g = fixed.grid  # the output geometry given directly: no reference image (a volume-sized copy) needed
     resampled = sitk.Resample(moving.image, list(g.shape), sitk.Transform(3, sitk.sitkIdentity), sitk.sitkLinear,
                               list(g.origin), list(g.spacing), list(g.direction), 0.0, sitk.sitkFloat32)
@@ -153,7 +221,15 @@ def onto_grid(moving: LoadedImage, fixed: LoadedImage, role: str = "moving image
         raise InputError(f"{_name(moving.path)}: {role} does not overlap the iUS {_name(fixed.path)} in physical "
                          f"space (its grid {moving.grid.shape} at origin {tuple(round(o, 1) for o in moving.grid.origin)}"
                          f" vs iUS origin {tuple(round(o, 1) for o in fixed.grid.origin)}); cannot resample it")
-    return array, True
+    return _covering_the_fan(array, moving, fixed, role), True
+
+
+def _covering_the_fan(array: np.ndarray, moving: LoadedImage, fixed: LoadedImage, role: str) -> np.ndarray:
+    """The MR on the iUS grid, once the gate saw it shows something inside the fan (interfaces/gates.py)."""
+    problem = gates.mr_in_fan_problem(array, fixed.array)
+    if problem:
+        raise InputError(f"{_name(moving.path)}: {role} {problem} (iUS {_name(fixed.path)})")
+    return array
 
 
 def nifti_affine_for(fixed: LoadedImage) -> np.ndarray:
@@ -189,6 +265,14 @@ def atomic_path(path: str):
         except FileNotFoundError:
             pass
         raise
+
+
+def check_writable(folder: str) -> None:
+    """Create and remove a file in `folder`: raises OSError when it cannot be written. A real write, not
+    os.access, which says yes to root on a read-only mount."""
+    fd, probe = tempfile.mkstemp(prefix=f".write-test-{os.getpid()}-", dir=folder)
+    os.close(fd)
+    os.unlink(probe)
 
 
 def write_json_atomic(data: dict, path: str) -> None:

@@ -5,6 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from interfaces import conventions as cv
+from interfaces.logs import log
 
 SEQUENCES_ENV = "REMIND2REG_SEQUENCES"
 # Which moving sequences a container registers, by the build-time value of REMIND2REG_SEQUENCES.
@@ -28,14 +29,23 @@ class Case:
     problems: list[str] = field(default_factory=list)    # one-line errors found while listing
 
 
+def near_miss(name: str) -> bool:
+    """A name that looks meant as a ReMIND2Reg image but does not match the pattern (wrong case, digits or
+    modality pattern, e.g. `ReMIND2Reg_12_0000.nii.gz`, `remind2reg_0001_0000.nii.gz`, `ReMIND2Reg_0001_T1.nii.gz`)."""
+    if cv.parse_image_name(name) is not None:
+        return False
+    return "remind2reg" in name.lower() or name.lower().endswith(cv.IMAGE_SUFFIXES)
+
+
 def find_cases(input_dir: str) -> tuple[dict[str, Case], list[str]]:
-    """Cases in a flat folder, and the names of files that are not ReMIND2Reg images (ignored)."""
+    """Cases in a flat folder, and the names of files that are not ReMIND2Reg images (ignored). Names that
+    nearly match get a WARNING naming them (they are not read)."""
     cases: dict[str, Case] = {}
     ignored = []
     for name in sorted(os.listdir(input_dir)):
         path = os.path.join(input_dir, name)
-        parsed = cv.parse_image_name(name)
-        if parsed is None or not os.path.isfile(path):
+        parsed = cv.parse_image_name(name)  # a folder under an image's name is kept: reading it says so
+        if parsed is None:
             ignored.append(name)
             continue
         case_id, modality = parsed
@@ -49,6 +59,10 @@ def find_cases(input_dir: str) -> tuple[dict[str, Case], list[str]]:
                                  f"({os.path.basename(case.files[modality])} and {name})")
             continue
         case.files[modality] = path
+    near = [name for name in ignored if near_miss(name)]
+    if near:
+        log.warning("not read, the name does not match ReMIND2Reg_XXXX_000M.<ext> (4-digit case, 0000 iUS, 0001 ceT1,"
+                    " 0002 T2; .nii.gz, .nii, .mha, .nrrd; exact case): %s", ", ".join(near))
     return cases, ignored
 
 

@@ -1,28 +1,26 @@
-"""QC pictures without matplotlib: the iUS (green) with the MR (magenta) before and after registration,
-mid slices along the three index axes, written by a tiny numpy PNG writer."""
+"""QC pictures: the iUS (fixed, green) with the MR (moving, magenta) before and after registration, mid slices
+across the three index axes, drawn with Pillow and labelled (rows before / after, columns the slice, a legend
+saying which colour is which image; white where both are bright).
+
+Pillow is in requirements.txt: the official PyTorch image already has it (a torchvision dependency), and it
+is a few MB where it is not. The text uses Pillow's built-in scalable font (Pillow >= 10.1 with FreeType);
+where that is missing, the built-in bitmap font, so a picture is always written.
+"""
 from __future__ import annotations
 
-import struct
-import zlib
+import os
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 
 from interfaces.conventions import warp_with_voxel_field
 
-
-def write_png(path: str, rgb: np.ndarray) -> None:
-    """8-bit RGB (H, W, 3) uint8 -> PNG."""
-    rgb = np.ascontiguousarray(rgb, dtype=np.uint8)
-    height, width = rgb.shape[:2]
-    raw = b"".join(b"\x00" + rgb[row].tobytes() for row in range(height))
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    png = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-           + chunk(b"IDAT", zlib.compress(raw, 6)) + chunk(b"IEND", b""))
-    with open(path, "wb") as out:
-        out.write(png)
+FIXED_RGB = (0, 255, 0)      # iUS: green channel
+MOVING_RGB = (255, 0, 255)   # MR: red + blue channels (magenta)
+MIN_TILE = 256               # pixels along a tile's longer side: small volumes are enlarged to be readable
+BACKGROUND = (24, 24, 24)
+TEXT = (235, 235, 235)
+AXES = "ijk"
 
 
 def _normalise(array: np.ndarray) -> np.ndarray:
@@ -32,13 +30,14 @@ def _normalise(array: np.ndarray) -> np.ndarray:
 
 
 def overlay(fixed_slice: np.ndarray, moving_slice: np.ndarray) -> np.ndarray:
+    """(H, W) fixed and moving in [0, 1] -> (H, W, 3) uint8: fixed green, moving magenta, both white."""
     rgb = np.stack([moving_slice, fixed_slice, moving_slice], axis=-1)
     return (np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 
 
-def qc_image(fixed: np.ndarray, moving: np.ndarray, field: np.ndarray) -> np.ndarray:
-    """Rows: before, after; columns: mid slices across index axes i, j, k (displayed so rows = first
-    remaining axis). Fixed and moving on the fixed grid, index order."""
+def slices(fixed: np.ndarray, moving: np.ndarray, field: np.ndarray):
+    """[(row label, [(column label, (H, W, 3) uint8 tile) x 3]) for before and after]: mid slices across index
+    axes i, j, k (displayed so rows = first remaining axis). Fixed and moving on the fixed grid, index order."""
     f, m = _normalise(fixed), _normalise(moving)
     rows = []
     for warped in (False, True):
@@ -46,19 +45,79 @@ def qc_image(fixed: np.ndarray, moving: np.ndarray, field: np.ndarray) -> np.nda
         for axis in range(3):
             index = fixed.shape[axis] // 2
             fs = np.take(f, index, axis=axis)
-            ms = warp_with_voxel_field(m, field, slice_axis=axis, slice_index=index) if warped else np.take(m, index, axis=axis)
-            tiles.append(overlay(fs, ms))
-        height = max(t.shape[0] for t in tiles)
-        tiles = [np.pad(t, ((0, height - t.shape[0]), (0, 2), (0, 0))) for t in tiles]
-        rows.append(np.concatenate(tiles, axis=1))
-    width = max(r.shape[1] for r in rows)
-    rows = [np.pad(r, ((0, 2), (0, width - r.shape[1]), (0, 0))) for r in rows]
-    return np.concatenate(rows, axis=0)
+            ms = (warp_with_voxel_field(m, field, slice_axis=axis, slice_index=index) if warped
+                  else np.take(m, index, axis=axis))
+            rest = "".join(a for a in AXES if a != AXES[axis])
+            tiles.append((f"{AXES[axis]} = {index} ({rest} plane)", overlay(fs, ms)))
+        rows.append(("after" if warped else "before", tiles))
+    return rows
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)  # scalable (Pillow >= 10.1 with FreeType)
+    except (TypeError, ValueError, OSError, ImportError):
+        return ImageFont.load_default()           # bitmap, fixed size
+
+
+def _text_size(draw: ImageDraw.ImageDraw, text: str, font) -> tuple[int, int]:
+    left, top, right, bottom = draw.textbbox((0, 0), text, font=font)
+    return right - left, bottom - top
+
+
+def render(fixed: np.ndarray, moving: np.ndarray, field: np.ndarray, title: str = "") -> Image.Image:
+    """The labelled QC picture as an RGB PIL image."""
+    rows = slices(fixed, moving, field)
+    longest = max(max(tile.shape[:2]) for _, tiles in rows for _, tile in tiles)
+    scale = max(1, int(np.ceil(MIN_TILE / longest)))
+    tile_w = [max(t.shape[1] for _, ts in rows for t in [ts[c][1]]) * scale for c in range(3)]
+    tile_h = [max(ts[c][1].shape[0] for c in range(3)) * scale for _, ts in rows]
+    font, small = _font(22), _font(17)
+    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    line_h = max(_text_size(probe, "Ag", font)[1], _text_size(probe, "Ag", small)[1]) + 10
+    pad, label_w = 8, max(_text_size(probe, word, font)[0] for word in ("before", "after")) + 3 * 8
+    # a column is as wide as its tile or its label, whichever is wider (labels never overlap)
+    col_w = [max(tile_w[c], _text_size(probe, rows[0][1][c][0], small)[0] + pad) for c in range(3)]
+    header = 2 * line_h + pad              # title + legend, then a line of column labels
+    legend = [("iUS (fixed)", FIXED_RGB), ("MR (moving)", MOVING_RGB), ("both", (255, 255, 255))]
+    note = "rows: before / after registration"
+    legend_w = sum(20 + _text_size(probe, text, small)[0] + 24 for text, _ in legend) + _text_size(probe, note, small)[0]
+    width = max(label_w + sum(col_w) + pad * (len(col_w) + 1), pad * 2 + legend_w,
+                pad * 2 + _text_size(probe, title or "QC", font)[0])
+    height = header + line_h + sum(tile_h) + pad * (len(tile_h) + 1)
+    canvas = Image.new("RGB", (width, height), BACKGROUND)
+    draw = ImageDraw.Draw(canvas)
+
+    draw.text((pad, pad), title or "QC", fill=TEXT, font=font)
+    x = pad
+    for text, colour in legend:
+        draw.rectangle([x, pad + line_h + 4, x + 14, pad + line_h + 18], fill=colour)
+        draw.text((x + 20, pad + line_h), text, fill=colour, font=small)
+        x += 20 + _text_size(draw, text, small)[0] + 24
+    draw.text((x, pad + line_h), note, fill=TEXT, font=small)
+
+    y = header
+    x = label_w + pad
+    for column, (text, _) in enumerate(rows[0][1]):
+        draw.text((x, y), text, fill=TEXT, font=small)
+        x += col_w[column] + pad
+    y += line_h
+    for row, (name, tiles) in enumerate(rows):
+        draw.text((pad, y + tile_h[row] // 2 - line_h // 2), name, fill=TEXT, font=font)
+        x = label_w + pad
+        for column, (_, tile) in enumerate(tiles):
+            picture = Image.fromarray(tile, "RGB")
+            picture = picture.resize((tile.shape[1] * scale, tile.shape[0] * scale), Image.NEAREST)
+            canvas.paste(picture, (x, y))
+            x += col_w[column] + pad
+        y += tile_h[row] + pad
+    return canvas
 
 
 def write_qc(path: str, fixed: np.ndarray, moving: np.ndarray, field: np.ndarray) -> None:
-    image = qc_image(fixed, moving, field)
-    scale = max(1, int(np.ceil(384 / max(image.shape[:2]))))  # small test volumes: enlarge to be visible
-    if scale > 1:
-        image = image.repeat(scale, axis=0).repeat(scale, axis=1)
-    write_png(path, image)
+    """QC PNG for one pair at `path` (process.py --qc, make demo): the title is the file's name."""
+    name = os.path.splitext(os.path.basename(path))[0]          # process.py names it CASE_000M
+    case, _, modality = name.partition("_")
+    sequence = {"0001": "ceT1", "0002": "T2"}.get(modality)
+    title = f"case {case}: iUS <- {sequence}" if sequence else name
+    render(fixed, moving, field, title=title).save(path, format="PNG")

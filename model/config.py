@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 # storage of the feature volumes on any device: "fp16" halves the cost search's memory traffic but moves the
-# field by up to ~0.3 mm (docs/MODEL.md, measured), so the default is "fp32"
+# field by tenths of a mm (measured in docs/MODEL.md), so the default is "fp32"
 PRECISIONS = ("fp32", "fp16")
 
 # keys whose value is a free-form mapping (any key allowed inside)

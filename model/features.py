@@ -1,5 +1,4 @@
 """Masks, inpainting outside masks, and MIND-SSC features (torch, any device)."""
-import math
 
 import torch
 import torch.nn.functional as F

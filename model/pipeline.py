@@ -1,4 +1,5 @@
 """Registration: features -> robust global pose -> deformable discrete -> Adam refinement -> full field."""
+import hashlib
 import time
 import warnings
 from contextlib import contextmanager
@@ -7,7 +8,10 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this process may use
+
 from .pyramid import FeaturePyramid
+from .safety import Estimate, cross_sequence_decision, single_sequence_decision
 from .stages import (GlobalPose, adam_refinement, deformable_search, full_resolution_field, global_pose,
                      matches_worse_than_identity, plausible_scale)
 
@@ -23,6 +27,8 @@ class Result:
     global_passes: int = 0          # pyramid passes the global stage ran (convergence check)
     fell_back: bool = False         # True when the result matched worse than identity (identity written)
     global_rejected: bool = False   # True when the global pose moved the fan > max_mean_shift_mm (identity kept)
+    safety: str = "kept"            # the safety net's action: "kept", or what was written instead
+    safety_reason: str = ""         # why, in one line
 
 
 def _to_device(array, dev):
@@ -41,12 +47,13 @@ class Registration:
     def __init__(self, config, device=None):
         self.cfg = config
         self.device = _pick_device(device if device is not None else config["device"])
-        if config["threads"]:
-            torch.set_num_threads(int(config["threads"]))
-        # the first use_deterministic_algorithms call imports torch._inductor's config (~1.4 s on the CPU VM):
+        torch.set_num_threads(int(config["threads"] or allowed_cpus()))  # null: affinity and cgroup quota
+        self.threads = torch.get_num_threads()
+        # the first use_deterministic_algorithms call imports torch._inductor's config (seconds, docs/MODEL.md):
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
         torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
                                            warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
+        self._estimates: dict = {}  # (case fingerprint, target sequence) -> Estimate, one case at most
 
     @property
     def device_name(self):
@@ -77,9 +84,40 @@ class Registration:
 
     def _register(self, fixed, moving, spacing, target):
         cfg, times = self.cfg, {}
+        cross_check = cfg["safety"]["cross_sequence"] and not cfg["multi_sequence"] and len(moving) > 1
+        sequences = [target] + ([n for n in moving if n != target] if cross_check else [])
+        estimates = {n: self._estimate_once(fixed, moving, spacing, n, times) for n in sequences}
+        with self._stage(times, "full_field"):
+            if cross_check and not estimates[target].fell_back:
+                decision = cross_sequence_decision(estimates, target, cfg["safety"]["tolerance"], self.device)
+            else:
+                decision = single_sequence_decision(estimates[target], self.device)
+            chosen = decision.candidate
+            disp, jmin, scale = full_resolution_field(GlobalPose(chosen.pose), chosen.deformation, chosen.scale,
+                                                      tuple(fixed.shape), spacing)
+        times["total"] = sum(times.values())
+        own = estimates[target]
+        return Result(displacement=disp, stage_seconds=times, device=self.device_name,
+                      affine_mm=chosen.pose.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
+                      global_passes=own.pose.passes, fell_back=own.fell_back, global_rejected=own.pose.rejected,
+                      safety=decision.action, safety_reason=decision.reason)
+
+    def _estimate_once(self, fixed, moving, spacing, sequence, times) -> Estimate:
+        """The estimate for one target sequence, computed once per case: the next pair of the same case
+        (the other sequence as target) finds it here instead of registering it again."""
+        key = (_fingerprint(fixed, moving, spacing), sequence)
+        if key not in self._estimates:
+            if self._estimates and next(iter(self._estimates))[0] != key[0]:
+                self._estimates.clear()  # a new case: keep one case's estimates at most
+            self._estimates[key] = self._estimate(fixed, moving, spacing, sequence, times)
+        return self._estimates[key]
+
+    def _estimate(self, fixed, moving, spacing, target, times) -> Estimate:
+        """Features -> global pose -> deformable search -> Adam refinement -> plausibility, for one target
+        (fused with the other sequences when multi_sequence is on)."""
+        cfg = self.cfg
         names = [target] + ([n for n in moving if n != target] if cfg["multi_sequence"] else [])
         weights = {n: float(cfg["sequence_weights"].get(n, 1.0)) for n in names}  # any sequence name: 1 unless set
-
         with self._stage(times, "features"):
             pyramid = FeaturePyramid(_to_device(fixed, self.device), {n: _to_device(moving[n], self.device)
                                                                      for n in names}, spacing, cfg)
@@ -93,15 +131,9 @@ class Registration:
             deformation = adam_refinement(pyramid, pose, deformation, weights, cfg)
         with self._stage(times, "full_field"):
             scale = plausible_scale(deformation, cfg)
-            fell_back = (cfg["plausibility"]["fallback_to_identity"]
-                         and matches_worse_than_identity(pyramid, pose, deformation, scale, weights, cfg))
-            final_pose = GlobalPose(torch.eye(4, device=self.device)) if fell_back else pose
-            disp, jmin, scale = full_resolution_field(final_pose, None if fell_back else deformation,
-                                                      0.0 if fell_back else scale, tuple(fixed.shape), spacing)
-        times["total"] = sum(times.values())
-        return Result(displacement=disp, stage_seconds=times, device=self.device_name,
-                      affine_mm=final_pose.matrix.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
-                      global_passes=pose.passes, fell_back=fell_back, global_rejected=pose.rejected)
+            fell_back = bool(cfg["plausibility"]["fallback_to_identity"]
+                             and matches_worse_than_identity(pyramid, pose, deformation, scale, weights, cfg))
+        return Estimate(pose, deformation, scale, pyramid.at(_evidence_level_mm(cfg)), target, fell_back)
 
     @contextmanager
     def _stage(self, times, name):
@@ -110,7 +142,21 @@ class Registration:
         yield
         if self.device.type == "cuda":
             torch.cuda.synchronize()
-        times[name] = time.perf_counter() - t0
+        times[name] = times.get(name, 0.0) + time.perf_counter() - t0
+
+
+def _evidence_level_mm(cfg) -> float:
+    """The level the safety net compares costs on: the finest level a deformable stage worked on."""
+    return cfg["refine"]["level_mm"] if cfg["refine"]["enabled"] else cfg["deformable_discrete"]["levels_mm"][-1]
+
+
+def _fingerprint(fixed, moving, spacing) -> str:
+    """Identifies a case's inputs (every 5th voxel of each image, shapes, spacing): cheap, and two different
+    cases cannot share it in practice."""
+    digest = hashlib.blake2b(repr((tuple(fixed.shape), tuple(spacing), sorted(moving))).encode(), digest_size=16)
+    for array in [fixed] + [moving[n] for n in sorted(moving)]:
+        digest.update(np.ascontiguousarray(np.asarray(array)[::5, ::5, ::5], dtype=np.float32).tobytes())
+    return digest.hexdigest()
 
 
 def _levels_used(cfg) -> list[float]:

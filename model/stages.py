@@ -130,7 +130,7 @@ def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, defor
 
 def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing):
     """The voxel field on the full fixed grid: (i, j, k, 3) as a view of a (3, k, j, i) float32 block (the
-    NIfTI writer's order and the DSPF array, so neither transposes 200 MB on the CPU), its smallest Jacobian,
+    NIfTI writer's order and the DSPF array, so neither transposes the field on the CPU), its smallest Jacobian,
     and the deformable scale used (halved again until no fold, the pose alone as a last resort)."""
     dev = pose.matrix.device
     mm_per_voxel = torch.tensor(spacing, device=dev).view(3, 1, 1, 1)

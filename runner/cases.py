@@ -122,6 +122,7 @@ def write_pair(job: dict) -> PairOutcome:
     except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
         log.error("FAILED %s: cannot write %s: %s: %s", pair.label, os.path.basename(pair.output_path),
                   type(exc).__name__, one_line(exc))
+        remove_stale(pair.output_path, pair.label, job["output_dir"])
         return PairOutcome(pair.label, pair.timings_key, None)
     seconds = dict(timer.seconds, total=sum(timer.seconds.values()))
     written = os.path.relpath(pair.output_path, job["output_dir"])
@@ -129,9 +130,23 @@ def write_pair(job: dict) -> PairOutcome:
     log.info("%s%s: wrote %s | device %s | %s | model stages: %s | %s", pair.progress_text(), pair.label,
              written, getattr(result, "device", "?"), logs.fmt_seconds(seconds),
              logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}), job["memory"])
+    safety = safety_report(pair.label, result)
     write_qc(job["qc_dir"], pair.qc_name, job["fixed"], job["moving"], result.displacement)
     return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 3),
-                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")}})
+                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")},
+                                                      **safety})
+
+
+def safety_report(label: str, result) -> dict:
+    """The safety net's answer for timings.json, and a WARNING when the field written is not the pair's own
+    result (a model without a safety net, e.g. a benchmark's stand-in, reports nothing)."""
+    action = getattr(result, "safety", None)
+    if action is None:
+        return {}
+    reason = getattr(result, "safety_reason", "")
+    if action != "kept":
+        log.warning("%s: safety net: wrote %s instead of its own result: %s", label, action, reason)
+    return {"safety": action, **({"safety_reason": reason} if reason else {})}
 
 
 def write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, displacement) -> None:
@@ -146,11 +161,33 @@ def write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, displace
         log.warning("QC picture %s not written: %s", name, one_line(exc))
 
 
-def failed_outcome(pair, exc: BaseException) -> PairOutcome:
+def remove_stale(path: str, label: str, output_dir: str) -> None:
+    """A pair that failed in this run keeps no field from an earlier run under its name (it would be scored as
+    this run's answer); logged. A folder in that place is left alone (the write error names it)."""
+    if os.path.isfile(path) or os.path.islink(path):
+        try:
+            os.unlink(path)
+        except OSError as exc:
+            log.warning("%s: cannot remove %s left by an earlier run: %s", label, os.path.relpath(path, output_dir),
+                        one_line(exc))
+            return
+        log.warning("%s: removed %s left by an earlier run (this run has no field for it)", label,
+                    os.path.relpath(path, output_dir))
+
+
+def failed_pairs(run: RunContext, pairs) -> list:
+    """PairOutcomes of pairs that failed together (e.g. their case's iUS), their stale fields removed."""
+    for pair in pairs:
+        remove_stale(pair.output_path, pair.label, run.output_dir)
+    return [finished(PairOutcome(p.label, p.timings_key, None)) for p in pairs]
+
+
+def failed_outcome(run: RunContext, pair, exc: BaseException) -> PairOutcome:
     if isinstance(exc, InputError):
         log.error("FAILED %s: %s", pair.label, exc)
     else:  # an unexpected error: its traceback goes to the log
         log.exception("FAILED %s: %s: %s", pair.label, type(exc).__name__, one_line(exc))
+    remove_stale(pair.output_path, pair.label, run.output_dir)
     return PairOutcome(pair.label, pair.timings_key, None)
 
 
@@ -162,7 +199,7 @@ def process_pair(run: RunContext, pair, fixed: LoadedImage, mr_arrays: dict, rea
         movings = model_inputs(mr_arrays, pair.target, pair.label)
         result = register_pair(run, fixed, movings, pair.target, timer)
     except Exception as exc:  # noqa: BLE001 - one pair's failure must not stop the others
-        return finished(failed_outcome(pair, exc))
+        return finished(failed_outcome(run, pair, exc))
     return run.io.write(write_pair, {
         "pair": pair, "timer": timer, "result": result, "fixed": fixed, "write_field": write_field,
         "moving": movings[cv.MODALITIES[pair.target]], "output_dir": run.output_dir, "qc_dir": run.qc_dir,
@@ -176,11 +213,11 @@ def process_case(run: RunContext, case, images_future, read_ahead) -> list:
         images, read_seconds = (images_future or run.io.read(read_case, case.files)).result()
     except Exception as exc:  # noqa: BLE001 - e.g. out of memory while reading: this case only
         log.exception("FAILED %s: %s: %s", case.label, type(exc).__name__, one_line(exc))
-        return [finished(PairOutcome(p.label, p.timings_key, None)) for p in case.pairs]
+        return failed_pairs(run, case.pairs)
     fixed = images[cv.FIXED_INDEX]
     if isinstance(fixed, InputError):
         log.error("FAILED %s: %s", case.label, fixed)
-        return [finished(PairOutcome(p.label, p.timings_key, None)) for p in case.pairs]
+        return failed_pairs(run, case.pairs)
     log.info("%s: iUS %s", case.label, describe(fixed))
     decide_overlap(run)
     read_ahead()  # the next case reads while this one registers (overlap), else nothing happens yet

@@ -2,17 +2,19 @@
 from __future__ import annotations
 
 import os
+import re
 import time
 
 from interfaces import logs
+from interfaces import organisers as org
 from interfaces.background_io import BackgroundIO
-from interfaces.images import write_json_atomic
+from interfaces.images import check_writable, write_json_atomic
 from interfaces.logs import log, one_line
 from runner import cases
 from runner.cases import RunContext
 from runner.layouts import plan
 from runner.model_loader import LazyRegistration
-from runner.settings import SetupError, read_settings
+from runner.settings import SetupError, load_model_config, read_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
@@ -35,26 +37,43 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
         log.error("FAILED: %s", exc)
         return EXIT_SETUP
     if not os.path.isdir(input_dir):
-        log.error("FAILED: input folder %s does not exist", input_dir)
+        what = "is a file, not a folder" if os.path.exists(input_dir) else "does not exist"
+        log.error("FAILED: input folder %s %s", input_dir, what)
         return EXIT_SETUP
+    config = None
+    if registration is None:  # the project's model: its config read and checked once, now
+        try:
+            config = load_model_config(settings.config_file, settings.config_source)
+        except SetupError as exc:
+            log.error("FAILED: %s", exc)
+            return EXIT_SETUP
     try:
         os.makedirs(output_dir, exist_ok=True)
     except OSError as exc:
         log.error("FAILED: cannot create output folder %s: %s", output_dir, one_line(exc))
         return EXIT_SETUP
     try:
+        check_writable(output_dir)
+    except OSError as exc:
+        log.error("FAILED: output folder %s cannot be written: %s", output_dir, one_line(exc))
+        return EXIT_SETUP
+    try:
         job = plan(input_dir, output_dir, settings)
     except SetupError as exc:
         log.error("FAILED: %s", exc)
         return EXIT_SETUP
-    lazy = LazyRegistration(registration, settings.config_file, settings.config_source)
+    remove_stale_of_failed_cases(job, settings, output_dir)
+    lazy = LazyRegistration(registration, settings.config_file, settings.config_source, config)
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
     failed = job.failed + [o.label for o in outcomes if o.seconds is None]
     timings = {o.timings_key: o.seconds for o in outcomes if o.seconds is not None and o.timings_key}
     if job.write_timings and timings:
         extra = {} if lazy.load_seconds is None else {"model_load_seconds": round(lazy.load_seconds, 3)}
-        write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, job.timings_name))
+        try:
+            write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, job.timings_name))
+        except (OSError, ValueError) as exc:  # a side file: the fields are written, the run goes on
+            log.warning("%s not written: %s: %s", job.timings_name, type(exc).__name__, one_line(exc))
     ok = sum(o.seconds is not None for o in outcomes)
     seconds = time.perf_counter() - t_run
     per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
@@ -85,6 +104,17 @@ def final_failure_line(job, outcomes: list, pairs: int) -> str:
                                                for label in named if label):
             failures.append((outcome.label, "failed (see the log)"))
     return logs.failure_line(failures, "run failed: " + ", ".join(counts))
+
+
+def remove_stale_of_failed_cases(job, settings, output_dir: str) -> None:
+    """An organisers' case that failed while planning (e.g. its iUS is missing now) keeps no field from an
+    earlier run in the output folder. (Pairs that fail later: runner/cases.py.)"""
+    if job.layout != "organisers":
+        return
+    for label in job.failed:
+        match = re.fullmatch(r"case (\d{4})", label)
+        for modality in settings.sequences if match else ():
+            cases.remove_stale(os.path.join(output_dir, org.output_name(match.group(1), modality)), label, output_dir)
 
 
 def run_cases(context: RunContext, jobs: list) -> list:

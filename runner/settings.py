@@ -4,9 +4,12 @@ A bad value is a setup error (exit status 2) whose message names the variable. M
 found wins: $REMIND2REG_CONFIG (explicit), then a mounted model tarball's config.json
 ($REMIND2REG_MODEL_DIR, default /opt/ml/model, where Grand Challenge extracts it), then the baked
 resources/config.json alone. Any override is merged over resources/config.json (model/config.py).
+`load_model_config` reads it once at setup (broken JSON, an unknown key or a bad value: exit 2 naming the file
+and the key) and the run hands the dict to the model.
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 
@@ -93,3 +96,30 @@ def read_settings(environ=None, sequences: str | None = None, write_timings: boo
         shard=shard_kn,
         shard_source=shard_source,
     )
+
+
+def config_label(config_file: str | None, config_source: str) -> str:
+    """How the log and setup errors name the model config in use."""
+    if config_file is None:
+        return "resources/config.json (baked)"
+    if config_source == f"${CONFIG_ENV}":
+        return f"{CONFIG_ENV}={config_file!r}"
+    return f"model config {config_file} ({config_source})"
+
+
+def load_model_config(config_file: str | None, config_source: str) -> dict:
+    """The model's config (resources/config.json <- the override file), read and validated once, before any
+    work; any problem is a SetupError naming the file (and the key, as model.config words it). Imports the
+    model package, hence torch: call it only when the run will load the project's model."""
+    from model.config import load_config
+
+    where = config_label(config_file, config_source)
+    try:
+        return load_config(config_file)
+    except json.JSONDecodeError as exc:
+        raise SetupError(f"{where}: broken JSON: {exc}") from None
+    except OSError as exc:
+        raise SetupError(f"{where}: cannot read it: {' '.join(str(exc).split())}") from None
+    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        raise SetupError(f"{where}: {text}") from None

@@ -20,7 +20,9 @@ from interfaces import grand_challenge as gc
 from interfaces.images import atomic_path, read_image, write_voxel_field_nifti
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHAPE = (24, 20, 16)
+# 16 x 12 x 10 mm at 0.5 mm: 1.9 cm^3 of iUS fan, above the input gates' 1 cm^3 floor and 5 mm extent
+# (interfaces/gates.py); the gates refuse smaller fixtures on purpose
+SHAPE = (32, 24, 20)
 
 
 SHARD_VARIABLES = ("REMIND2REG_SHARD", "REMIND2REG_SHARDS", "JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID",
@@ -154,7 +156,7 @@ def test_input_formats(tmp_path, suffix):
 
 
 def test_moving_on_another_grid_is_resampled_by_physical_geometry(tmp_path):
-    fixed_grid = oblique_grid(shape=(24, 20, 16), spacing=(0.5, 0.5, 0.5))
+    fixed_grid = oblique_grid(shape=SHAPE, spacing=(0.5, 0.5, 0.5))
     fixed = blobs(fixed_grid.shape)
     # the MR: the same physical content moved by 2 voxels along index axis 1, on a finer, larger, offset grid
     moved = np.roll(fixed, 2, axis=1)
@@ -163,7 +165,7 @@ def test_moving_on_another_grid_is_resampled_by_physical_geometry(tmp_path):
     write(tmp_in / "ReMIND2Reg_0001_0000.nii.gz", fixed, fixed_grid)
     source = cv.image_from_array(moved, fixed_grid)
     origin = fixed_grid.physical_point(np.array([[-3.3, -2.0, -1.5]]))[0]
-    moving_grid = cv.Grid((40, 36, 30), (0.4, 0.45, 0.5), tuple(origin), fixed_grid.direction)
+    moving_grid = cv.Grid((52, 40, 34), (0.4, 0.45, 0.5), tuple(origin), fixed_grid.direction)
     reference = cv.image_from_array(np.zeros(moving_grid.shape, np.float32), moving_grid)
     sitk.WriteImage(sitk.Resample(source, reference, sitk.Transform(), sitk.sitkLinear, 0.0),
                     str(tmp_in / "ReMIND2Reg_0001_0001.mha"))

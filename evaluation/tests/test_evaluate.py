@@ -1,6 +1,5 @@
 """End to end: organisers' flat folder and Grand Challenge layout give the same numbers; metrics.json shape;
 runtime; every validation error of issue 4 item 5 (one line naming pair and file, other pairs still done)."""
-import gzip
 import json
 import os
 import subprocess

@@ -1,6 +1,6 @@
 """Speed and memory of the evaluation on the real size: 20 pairs (10 cases x ceT1/T2) of 256^3 fields.
 
-    python evaluation/bench_speed.py [--pairs 20] [--size 256] [--workers 0] [--format nii.gz|npz]
+    python -m benchmarks.evaluation_speed [--pairs 20] [--size 256] [--workers 0] [--format nii.gz|npz]
 
 Writes a synthetic ground truth (uint8 images: only headers are read; 20 landmarks per pair) and smooth float32
 fields in a temp folder (two distinct fields, copied: writing is setup, not measured), then runs

@@ -1,6 +1,6 @@
 """Measure displacement-field writers on a 256^3 x 3 float32 field (figures in docs/CONTAINER.md).
 
-    python -m interfaces.writer_bench [--shape 256] [--repeats 2] [--dir /tmp]
+    python -m benchmarks.writer_bench [--shape 256] [--repeats 2] [--dir /tmp]
 
 Each writer's output is read back with nibabel and SimpleITK and must equal the field exactly.
 """

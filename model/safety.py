@@ -1,0 +1,109 @@
+"""The safety net on independent evidence: is a result better than doing nothing?
+
+The optimised cost alone cannot say so (a wrong structure matched well lowers it too). When both MR sequences
+are given, they show the same pre-operative anatomy (ceT1 is co-registered to T2, SPEC §1), so a right field
+must also align the sequence it was not computed from. Each sequence's own result, the rigid pose alone of each,
+and the identity are scored on BOTH sequences' features; the target's own result is kept when the other
+sequence agrees, else the candidate that both sequences prefer, else the identity. docs/MODEL.md, "Safety net".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from .pyramid import Level
+from .stages import Deformation, GlobalPose
+from .warp import apply_affine, resize_field, sample
+
+
+@dataclass
+class Estimate:
+    """One sequence's registration at working resolution, before the full-resolution field."""
+    pose: GlobalPose
+    deformation: Deformation | None
+    scale: float
+    evidence: Level            # the refinement level: where candidates are compared
+    sequence: str
+    fell_back: bool = False    # the optimised cost said worse than identity: this estimate IS the identity
+
+
+@dataclass
+class Candidate:
+    name: str                  # "ceT1 field", "T2 pose only", "identity", ...
+    pose: torch.Tensor         # (4, 4)
+    deformation: Deformation | None
+    scale: float
+
+
+@dataclass
+class Decision:
+    candidate: Candidate
+    action: str                # "kept" or what was used instead
+    reason: str                # one line for the log and timings.json
+    ratios: dict               # candidate name -> {sequence: cost / identity cost}
+
+
+def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float:
+    """Fan-weighted MIND SSD of one sequence's features sampled at `positions` against the iUS features."""
+    total_weight = level.weight.sum().clamp_min(1.0)
+    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
+    return float(((difference ** 2).mean(0, keepdim=True) * level.weight).sum() / total_weight)
+
+
+def positions_of(candidate: Candidate, level: Level) -> torch.Tensor:
+    """Where the level's voxels land in the moving image under a candidate: pose(x + scale * u(x))."""
+    x = level.identity()
+    if candidate.deformation is None or candidate.scale == 0:
+        return apply_affine(candidate.pose, x)
+    return apply_affine(candidate.pose, x + candidate.scale * resize_field(candidate.deformation.field, level.shape))
+
+
+def candidates(estimates: dict[str, Estimate], device) -> list[Candidate]:
+    """Each sequence's result, each sequence's rigid pose alone, the identity (in this order)."""
+    identity = torch.eye(4, device=device)
+    out = []
+    for name, est in estimates.items():
+        out.append(Candidate(f"{name} field", identity if est.fell_back else est.pose.matrix,
+                             None if est.fell_back else est.deformation, 0.0 if est.fell_back else est.scale))
+    for name, est in estimates.items():
+        if not est.fell_back and est.deformation is not None:
+            out.append(Candidate(f"{name} pose only", est.pose.matrix, None, 0.0))
+    out.append(Candidate("identity", identity, None, 0.0))
+    return out
+
+
+def cost_ratios(cands: list[Candidate], estimates: dict[str, Estimate]) -> dict:
+    """candidate name -> {sequence: its cost / the identity's cost}, each sequence on its own features."""
+    identity_cost = {s: sequence_cost(e.evidence, e.evidence.identity(), s) for s, e in estimates.items()}
+    return {c.name: {s: sequence_cost(e.evidence, positions_of(c, e.evidence), s) / max(identity_cost[s], 1e-12)
+                     for s, e in estimates.items()} for c in cands}
+
+
+def cross_sequence_decision(estimates: dict[str, Estimate], target: str, tolerance: float, device) -> Decision:
+    """Keep the target's own result when the other sequence fits it no worse than the identity (+ tolerance);
+    else the candidate whose worse ratio over both sequences is lowest, if that is below 1; else the identity."""
+    cands = candidates(estimates, device)
+    ratios = cost_ratios(cands, estimates)
+    own = next(c for c in cands if c.name == f"{target} field")
+    others = [s for s in estimates if s != target]
+    if all(ratios[own.name][s] <= 1.0 + tolerance for s in others):
+        return Decision(own, "kept", f"{'/'.join(others)} agrees with the {target} field", ratios)
+    worst = {c.name: max(ratios[c.name].values()) for c in cands}
+    best = min((c for c in cands if c.name != "identity"), key=lambda c: worst[c.name])
+    disagreeing = ", ".join(f"{s} cost x{ratios[own.name][s]:.3f} of identity" for s in others)
+    if worst[best.name] < 1.0:
+        return Decision(best, best.name, f"the {target} field fits {disagreeing}; {best.name} fits every "
+                        f"sequence better than identity (worst x{worst[best.name]:.3f})", ratios)
+    identity = cands[-1]
+    return Decision(identity, "identity", f"the {target} field fits {disagreeing}; no candidate fits every "
+                    f"sequence better than identity", ratios)
+
+
+def single_sequence_decision(estimate: Estimate, device) -> Decision:
+    """One sequence: its result, or the identity when the optimised cost says it matches worse."""
+    if estimate.fell_back:
+        return Decision(Candidate("identity", torch.eye(4, device=device), None, 0.0), "identity",
+                        f"the {estimate.sequence} result matches worse than identity (optimised cost)", {})
+    return Decision(Candidate(f"{estimate.sequence} field", estimate.pose.matrix, estimate.deformation,
+                              estimate.scale), "kept", "", {})

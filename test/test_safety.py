@@ -1,0 +1,147 @@
+"""The safety net's rule on hand-made features (model/safety.py): a field is kept when the sequence it was not
+computed from agrees, replaced by the candidate that fits every sequence better than identity otherwise, and the
+identity is written when no candidate does. The features are exact shifts of one another, so which candidate is
+right is known by construction."""
+import numpy as np
+import pytest
+import torch
+
+from model.pyramid import Level
+from model.safety import Estimate, cross_sequence_decision, sequence_cost
+from model.stages import GlobalPose
+
+SHAPE, SPACING = (24, 24, 24), (2.0, 2.0, 2.0)
+
+
+def smooth_noise(seed):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(2,) + SHAPE)
+    for axis in (1, 2, 3):  # a few box passes: smooth enough for linear sampling to be accurate
+        for _ in range(3):
+            x = (np.roll(x, 1, axis) + x + np.roll(x, -1, axis)) / 3
+    return torch.tensor(x, dtype=torch.float32)
+
+
+def translation(mm):
+    matrix = torch.eye(4)
+    matrix[:3, 3] = torch.tensor(mm, dtype=torch.float32)
+    return matrix
+
+
+def level_with(moving_shift_voxels):
+    """iUS features F; each sequence's features are F moved so that fixed x <-> moving x + shift."""
+    fixed = smooth_noise(0)
+    weight = torch.zeros((1,) + SHAPE)
+    weight[:, 5:-5, 5:-5, 5:-5] = 1.0  # away from the border, where rolled-in values would not match
+    moving = {name: torch.roll(fixed, shifts=tuple(s), dims=(1, 2, 3)) for name, s in moving_shift_voxels.items()}
+    return Level(SHAPE, SPACING, fixed, moving, weight)
+
+
+def estimate(level, sequence, pose_mm):
+    return Estimate(GlobalPose(translation(pose_mm)), None, 1.0, level, sequence)
+
+
+def test_sequence_cost_is_lowest_at_the_true_shift():
+    level = level_with({"T2": (2, 0, 0)})
+    x = level.identity()
+    true = sequence_cost(level, x + torch.tensor([4.0, 0, 0]).view(3, 1, 1, 1), "T2")
+    assert true < 1e-6 < sequence_cost(level, x, "T2")  # exact match at +2 voxels = +4 mm, not at identity
+
+
+def test_kept_when_the_other_sequence_agrees():
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": estimate(level, "ceT1", (4.0, 0, 0)), "T2": estimate(level, "T2", (3.0, 0, 0))}
+    decision = cross_sequence_decision(estimates, "ceT1", 0.0, "cpu")
+    assert decision.action == "kept" and decision.candidate.name == "ceT1 field"
+    assert decision.ratios["ceT1 field"]["T2"] < 0.1
+
+
+def test_the_field_both_sequences_prefer_replaces_a_wrong_one():
+    # both MRs show the truth (+4 mm); the ceT1 result went the wrong way (-6 mm), the T2 result is right
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": estimate(level, "ceT1", (-6.0, 0, 0)), "T2": estimate(level, "T2", (4.0, 0, 0))}
+    decision = cross_sequence_decision(estimates, "ceT1", 0.0, "cpu")
+    assert decision.action == "T2 field"
+    assert torch.allclose(decision.candidate.pose, translation((4.0, 0, 0)))
+    assert decision.ratios["ceT1 field"]["T2"] > 1.0  # the evidence: T2 fits the ceT1 field worse than identity
+    assert "ceT1 field fits T2 cost" in decision.reason
+    # the T2 pair of the same case keeps its own field
+    assert cross_sequence_decision(estimates, "T2", 0.0, "cpu").action == "kept"
+
+
+def test_identity_when_no_candidate_fits_every_sequence():
+    # contradictory sequences: no field can be right for both, so nothing but the identity is safe
+    level = level_with({"ceT1": (-3, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": estimate(level, "ceT1", (-6.0, 0, 0)), "T2": estimate(level, "T2", (4.0, 0, 0))}
+    for target in ("ceT1", "T2"):
+        decision = cross_sequence_decision(estimates, target, 0.0, "cpu")
+        assert decision.action == "identity" and torch.equal(decision.candidate.pose, torch.eye(4))
+        assert "no candidate fits every sequence better than identity" in decision.reason
+
+
+def test_tolerance_lets_a_near_tie_keep_its_own_field():
+    level = level_with({"ceT1": (2, 0, 0), "T2": (0, 0, 0)})  # T2 already aligned: any move fits it worse
+    estimates = {"ceT1": estimate(level, "ceT1", (0.5, 0, 0)), "T2": estimate(level, "T2", (0.0, 0, 0))}
+    ratio = cross_sequence_decision(estimates, "ceT1", 0.0, "cpu").ratios["ceT1 field"]["T2"]
+    assert ratio > 1.0
+    assert cross_sequence_decision(estimates, "ceT1", ratio - 1.0 + 1e-6, "cpu").action == "kept"
+    assert cross_sequence_decision(estimates, "ceT1", ratio - 1.0 - 1e-6, "cpu").action != "kept"
+
+
+def test_a_result_that_fell_back_is_the_identity_candidate():
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": Estimate(GlobalPose(translation((9.0, 0, 0))), None, 1.0, level, "ceT1", fell_back=True),
+                 "T2": estimate(level, "T2", (4.0, 0, 0))}
+    ratios = cross_sequence_decision(estimates, "T2", 0.0, "cpu").ratios
+    assert ratios["ceT1 field"] == pytest.approx({"ceT1": 1.0, "T2": 1.0})  # scored as the identity it wrote
+
+
+def test_the_model_registers_each_sequence_once_per_case_and_reports_the_net():
+    from model import Registration, load_config
+    from test_model import FAST, blobs, shifted  # test/ is on sys.path under pytest
+
+    fixed = blobs((40, 40, 40), seed=5)
+    truth = (2.0, -1.0, 0.0)
+    case = {"ceT1": shifted(fixed, truth), "T2": shifted(fixed, truth) * 0.5}
+    registration = Registration(load_config(overrides=FAST), device="cpu")
+    first = registration.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
+    assert {"features", "global", "refine"} <= set(first.stage_seconds)  # both sequences registered here
+    second = registration.register(fixed, case, (1.0, 1.0, 1.0), "T2")
+    assert set(second.stage_seconds) == {"full_field", "total"}  # the T2 estimate was made by the first call
+    assert first.safety == second.safety == "kept"  # two right, agreeing fields
+    alone = Registration(load_config(overrides=FAST), device="cpu").register(fixed, {"T2": case["T2"]},
+                                                                             (1.0, 1.0, 1.0), "T2")
+    assert np.array_equal(alone.displacement, second.displacement)  # the same estimate as a run of its own
+    other_case = {n: np.roll(v, 1, axis=0) for n, v in case.items()}
+    third = registration.register(np.roll(fixed, 1, axis=0), other_case, (1.0, 1.0, 1.0), "T2")
+    assert "global" in third.stage_seconds  # a new case is registered, not served from the last one
+    off = Registration(load_config(overrides={**FAST, "safety": {"cross_sequence": False}}), device="cpu")
+    off.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
+    assert "global" in off.register(fixed, case, (1.0, 1.0, 1.0), "T2").stage_seconds  # ceT1 alone was registered
+
+
+def test_the_run_says_when_the_net_replaced_a_field(tmp_path, capsys):
+    """What the net did reaches the user: a WARNING naming the pair, what was written and why, and timings.json."""
+    import json
+    from types import SimpleNamespace
+
+    import process
+    from test_process import make_case
+
+    class NetFellBack:
+        def register(self, fixed, moving, spacing, target):
+            reason = "the ceT1 field fits T2 cost x1.200 of identity" if target == "ceT1" else ""
+            return SimpleNamespace(displacement=np.zeros(fixed.shape + (3,), np.float32), device="cpu",
+                                   stage_seconds={}, safety="identity" if target == "ceT1" else "kept",
+                                   safety_reason=reason)
+
+    make_case(tmp_path / "in", "0001")
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=NetFellBack()) == 0
+    captured = capsys.readouterr()
+    assert ("case 0001 ceT1: safety net: wrote identity instead of its own result: the ceT1 field fits T2 cost "
+            "x1.200 of identity") in captured.out + captured.err
+    assert "case 0001 T2: safety net" not in captured.out + captured.err
+    pairs = json.load(open(tmp_path / "out" / "timings.json"))["pairs"]
+    assert pairs["0001_0000<--0001_0001"]["safety"] == "identity"
+    assert pairs["0001_0000<--0001_0001"]["safety_reason"].startswith("the ceT1 field fits T2")
+    assert pairs["0001_0000<--0001_0002"]["safety"] == "kept" and "safety_reason" not in pairs["0001_0000<--0001_0002"]
