@@ -47,6 +47,8 @@ class Plan:
     writer: object                       # OrganisersWriter | GrandChallengeWriter
     write_timings: bool
     timings_name: str = cv.TIMINGS_NAME  # timings.json, or timings.K-of-N.json for a shard
+    stale: list[tuple[str, str]] = field(default_factory=list)  # (label, output path) of cases failed here:
+    # a field an earlier run left under such a name would be scored as this run's answer, so it is removed
 
 
 class OrganisersWriter:
@@ -85,7 +87,7 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         log.info("shard %d of %d (from %s, K counts from 0): %d of the %d case(s)%s", k, n, settings.shard_source,
                  len(mine), everything, f" ({mine[0]} .. {mine[-1]})" if mine else "")
         cases = {case_id: cases[case_id] for case_id in mine}
-    jobs, failed = [], []
+    jobs, failed, stale = [], [], []
     for case_id, case in sorted(cases.items()):
         label = f"case {case_id}"
         for problem in case.problems:
@@ -95,6 +97,7 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         if error:
             log.error("FAILED %s: %s", label, error)
             failed.append(label)
+            stale += [(label, os.path.join(output_dir, org.output_name(case_id, m))) for m in settings.sequences]
             continue
         found = ", ".join(f"{cv.MODALITIES[m]} {os.path.basename(p)}" for m, p in sorted(case.files.items()))
         if not pairs:
@@ -109,7 +112,7 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
         failed.append("input folder")
     return Plan("organisers", jobs, failed, OrganisersWriter(settings.gzip_level), settings.write_timings,
-                cv.timings_name(settings.shard))
+                cv.timings_name(settings.shard), stale)
 
 
 def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:

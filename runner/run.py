@@ -2,11 +2,9 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
 from interfaces import logs
-from interfaces import organisers as org
 from interfaces.background_io import BackgroundIO
 from interfaces.images import check_writable, write_json_atomic
 from interfaces.logs import log, one_line
@@ -62,7 +60,8 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     except SetupError as exc:
         log.error("FAILED: %s", exc)
         return EXIT_SETUP
-    remove_stale_of_failed_cases(job, settings, output_dir)
+    for label, path in job.stale:  # cases that failed while planning (pairs that fail later: runner/cases.py)
+        cases.remove_stale(path, label, output_dir)
     lazy = LazyRegistration(registration, settings.config_file, settings.config_source, config)
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
@@ -104,17 +103,6 @@ def final_failure_line(job, outcomes: list, pairs: int) -> str:
                                                for label in named if label):
             failures.append((outcome.label, "failed (see the log)"))
     return logs.failure_line(failures, "run failed: " + ", ".join(counts))
-
-
-def remove_stale_of_failed_cases(job, settings, output_dir: str) -> None:
-    """An organisers' case that failed while planning (e.g. its iUS is missing now) keeps no field from an
-    earlier run in the output folder. (Pairs that fail later: runner/cases.py.)"""
-    if job.layout != "organisers":
-        return
-    for label in job.failed:
-        match = re.fullmatch(r"case (\d{4})", label)
-        for modality in settings.sequences if match else ():
-            cases.remove_stale(os.path.join(output_dir, org.output_name(match.group(1), modality)), label, output_dir)
 
 
 def run_cases(context: RunContext, jobs: list) -> list:
