@@ -30,33 +30,7 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     logs.setup()
     t_run = time.perf_counter()
     try:
-        settings = read_settings(sequences=sequences, write_timings=write_timings, shard=shard)
-    except SetupError as exc:
-        log.error("FAILED: %s", exc)
-        return EXIT_SETUP
-    if not os.path.isdir(input_dir):
-        what = "is a file, not a folder" if os.path.exists(input_dir) else "does not exist"
-        log.error("FAILED: input folder %s %s", input_dir, what)
-        return EXIT_SETUP
-    config = None
-    if registration is None:  # the project's model: its config read and checked once, now
-        try:
-            config = load_model_config(settings.config_file, settings.config_source)
-        except SetupError as exc:
-            log.error("FAILED: %s", exc)
-            return EXIT_SETUP
-    try:
-        os.makedirs(output_dir, exist_ok=True)
-    except OSError as exc:
-        log.error("FAILED: cannot create output folder %s: %s", output_dir, one_line(exc))
-        return EXIT_SETUP
-    try:
-        check_writable(output_dir)
-    except OSError as exc:
-        log.error("FAILED: output folder %s cannot be written: %s", output_dir, one_line(exc))
-        return EXIT_SETUP
-    try:
-        job = plan(input_dir, output_dir, settings)
+        settings, config, job = prepare(input_dir, output_dir, registration, sequences, write_timings, shard)
     except SetupError as exc:
         log.error("FAILED: %s", exc)
         return EXIT_SETUP
@@ -65,16 +39,47 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     lazy = LazyRegistration(registration, settings.config_file, settings.config_source, config)
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
-    failed = job.failed + [o.label for o in outcomes if o.seconds is None]
+    if job.write_timings:
+        write_timings_file(job, outcomes, lazy.load_seconds, output_dir)
+    return finish(job, outcomes, time.perf_counter() - t_run)
+
+
+def prepare(input_dir, output_dir, registration, sequences, write_timings, shard):
+    """Everything that can make the run impossible, checked before any work: (settings, the model config or
+    None for an injected registration, the plan). Raises SetupError (exit 2) naming the setting or folder."""
+    settings = read_settings(sequences=sequences, write_timings=write_timings, shard=shard)
+    if not os.path.isdir(input_dir):
+        what = "is a file, not a folder" if os.path.exists(input_dir) else "does not exist"
+        raise SetupError(f"input folder {input_dir} {what}")
+    # the project's model: its config read and checked once, now
+    config = load_model_config(settings.config_file, settings.config_source) if registration is None else None
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+    except OSError as exc:
+        raise SetupError(f"cannot create output folder {output_dir}: {one_line(exc)}") from None
+    try:
+        check_writable(output_dir)
+    except OSError as exc:
+        raise SetupError(f"output folder {output_dir} cannot be written: {one_line(exc)}") from None
+    return settings, config, plan(input_dir, output_dir, settings)
+
+
+def write_timings_file(job, outcomes: list, model_load_seconds: float | None, output_dir: str) -> None:
+    """Seconds per written pair (and the model load): a side file, so a failure to write it is a warning."""
     timings = {o.timings_key: o.seconds for o in outcomes if o.seconds is not None and o.timings_key}
-    if job.write_timings and timings:
-        extra = {} if lazy.load_seconds is None else {"model_load_seconds": round(lazy.load_seconds, 3)}
-        try:
-            write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, job.timings_name))
-        except (OSError, ValueError) as exc:  # a side file: the fields are written, the run goes on
-            log.warning("%s not written: %s: %s", job.timings_name, type(exc).__name__, one_line(exc))
+    if not timings:
+        return
+    extra = {} if model_load_seconds is None else {"model_load_seconds": round(model_load_seconds, 3)}
+    try:
+        write_json_atomic({"pairs": timings, **extra}, os.path.join(output_dir, job.timings_name))
+    except (OSError, ValueError) as exc:  # the fields are written, the run goes on
+        log.warning("%s not written: %s: %s", job.timings_name, type(exc).__name__, one_line(exc))
+
+
+def finish(job, outcomes: list, seconds: float) -> int:
+    """The summary line, then the exit status; a failing run's last stderr line names every failure."""
+    failed = job.failed + [o.label for o in outcomes if o.seconds is None]
     ok = sum(o.seconds is not None for o in outcomes)
-    seconds = time.perf_counter() - t_run
     per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
     log.info("summary: %d ok, %d failed, total %.1fs%s, %s%s", ok, len(failed), seconds, per_pair,
              logs.memory_summary(), f" (failed: {', '.join(failed)})" if failed else "")

@@ -14,6 +14,7 @@ import os
 from dataclasses import dataclass
 
 from interfaces.images import DEFAULT_GZIP_LEVEL
+from interfaces.logs import one_line
 from interfaces.organisers import SEQUENCES_ENV, wanted_modalities
 from runner import shards
 
@@ -119,7 +120,6 @@ def load_model_config(config_file: str | None, config_source: str) -> dict:
     except json.JSONDecodeError as exc:
         raise SetupError(f"{where}: broken JSON: {exc}") from None
     except OSError as exc:
-        raise SetupError(f"{where}: cannot read it: {' '.join(str(exc).split())}") from None
+        raise SetupError(f"{where}: cannot read it: {one_line(exc)}") from None
     except (ValueError, TypeError, KeyError, AttributeError) as exc:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        raise SetupError(f"{where}: {text}") from None
+        raise SetupError(f"{where}: {one_line(exc)}") from None
