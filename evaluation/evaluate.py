@@ -186,6 +186,14 @@ def _fail_early(output: str, name: str, pairs: list[Pair], errors: dict[str, str
     return 2
 
 
+class _CannotEvaluate(Exception):
+    """Nothing can be evaluated (no ground truth, no pairs, unreadable input layout): exit status 2."""
+
+    def __init__(self, why: str, pairs: list[Pair], errors: dict[str, str]):
+        super().__init__(why)
+        self.why, self.pairs, self.errors = why, pairs, errors
+
+
 def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, workers: int = 0,
         report_dir: str | None = None, name: str = "ReMIND2Reg", quiet: bool = False, missing: str = "fail") -> int:
     """Evaluate, write `output` (always), log, and return the exit status (see the module docstring)."""
@@ -193,43 +201,70 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
     if missing not in MISSING_POLICIES:
         raise ValueError(f"missing must be one of {MISSING_POLICIES}, got {missing!r}")
     try:
+        pairs, located = _plan(input_dir, gt_dir, config, missing)
+    except _CannotEvaluate as stop:
+        return _fail_early(output, name, stop.pairs, stop.errors, stop.why, missing)
+    tally = _Tally(pairs, gt_dir, missing)
+    for p in pairs:  # a prediction the layout already refused is a result before any scoring
+        if p.key in located.errors:
+            tally.finish({"key": p.key, "error": located.errors[p.key], "kind": PREDICTION})
+    jobs = [(p, gt_dir, located.fields.get(p.key), located.runtimes.get(p.key), located.layout, report_dir)
+            for p in pairs if p.key not in located.errors]
+    _score(jobs, workers, tally.finish)
+    results = sorted(tally.finished, key=lambda r: r["key"])
+    data = build_metrics(results, pairs, name, located.layout, located.warnings, {}, tally.identity, missing,
+                         located.runtime_source)
+    write_json_atomic(data, output)
+    if report_dir and data["cases"]:
+        from evaluation import report
+        report.summary_figure({name: data}, report_dir)
+    return _conclude(data, results, len(pairs), tally.identity, located.warnings, missing, output)
+
+
+def _plan(input_dir: str, gt_dir: str, config: str | None, missing: str):
+    """(pairs, located predictions), the plan logged; raise _CannotEvaluate when there is nothing to do."""
+    try:
         pairs, used = (pairs_from_config(config), config) if config else discover_pairs(gt_dir)
     except (GroundTruthError, OSError, ValueError, KeyError) as exc:
-        return _fail_early(output, name, [], {"ground_truth": f"ground truth: {exc}"},
-                           f"evaluation failed: ground truth: {exc}", missing)
+        raise _CannotEvaluate(f"evaluation failed: ground truth: {exc}", [],
+                              {"ground_truth": f"ground truth: {exc}"}) from None
     if not pairs:
-        return _fail_early(output, name, [], {"ground_truth": f"no pairs in {gt_dir}"},
-                           f"evaluation failed: no evaluation pairs found in {gt_dir}", missing)
+        raise _CannotEvaluate(f"evaluation failed: no evaluation pairs found in {gt_dir}", [],
+                              {"ground_truth": f"no pairs in {gt_dir}"})
     try:
         located = locate(input_dir, pairs)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         errors = {p.key: f"{p.key}: input layout unreadable ({type(exc).__name__}: {exc})" for p in pairs}
-        return _fail_early(output, name, pairs, errors, f"evaluation failed: cannot read the input layout "
-                                                        f"{input_dir} ({type(exc).__name__}: {exc})", missing)
+        raise _CannotEvaluate(f"evaluation failed: cannot read the input layout {input_dir} "
+                              f"({type(exc).__name__}: {exc})", pairs, errors) from None
     log.info(f"{located.layout} layout, {len(pairs)} pairs "
              f"({'config ' + os.path.basename(used) if used else 'all landmark pairs'}), --missing {missing}")
     for warning in located.warnings:
         log.warning(warning)
-    results = [{"key": p.key, "error": located.errors[p.key], "kind": PREDICTION}
-               for p in pairs if p.key in located.errors]
-    todo = [p for p in pairs if p.key not in located.errors]
-    jobs = [(p, gt_dir, located.fields.get(p.key), located.runtimes.get(p.key), located.layout, report_dir)
-            for p in todo]
-    by_key = {p.key: p for p in pairs}
-    identity: dict[str, str] = {}
-    progress = Progress(len(pairs))
+    return pairs, located
 
-    def finish(result: dict) -> dict:
-        """A pair's result as it arrives: scored as identity when asked, logged with [k/N, time left]."""
+
+class _Tally:
+    """The pairs' results as they arrive: scored as identity when asked, logged with [k/N, time left]."""
+
+    def __init__(self, pairs: list[Pair], gt_dir: str, missing: str):
+        self.by_key, self.total = {p.key: p for p in pairs}, len(pairs)
+        self.gt_dir, self.missing = gt_dir, missing
+        self.identity: dict[str, str] = {}  # pair key -> why it was scored as identity
+        self.finished: list[dict] = []
+        self.progress = Progress(len(pairs))
+
+    def finish(self, result: dict) -> dict:
         key = result["key"]
-        if missing == "identity" and result.get("kind") == PREDICTION:
-            replacement = evaluate_identity(by_key[key], gt_dir)
+        if self.missing == "identity" and result.get("kind") == PREDICTION:
+            replacement = evaluate_identity(self.by_key[key], self.gt_dir)
             if "metrics" in replacement:
-                identity[key] = result["error"]
+                self.identity[key] = result["error"]
             result = replacement
-        step = progress.text(len(finished) + 1) if len(pairs) > 1 else ""
-        if key in identity:
-            log.warning(f"{step}{key}: scored as identity (no registration; --missing identity): {identity[key]}")
+        step = self.progress.text(len(self.finished) + 1) if self.total > 1 else ""
+        if key in self.identity:
+            log.warning(f"{step}{key}: scored as identity (no registration; --missing identity): "
+                        f"{self.identity[key]}")
         elif "metrics" in result:
             values = result["metrics"]
             log.info(f"  {step}{key}: {M.TRE} {values[M.TRE]['mean']:.3f} mm, "
@@ -237,12 +272,13 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
                      + (f", {M.RUNTIME} {values[M.RUNTIME]['mean']:.1f}" if M.RUNTIME in values else ""))
         else:
             log.error(f"{step}{result['error']}")
-        finished.append(result)
+        self.finished.append(result)
         return result
 
-    finished: list[dict] = []
-    for result in results:
-        finish(result)
+
+def _score(jobs: list[tuple], workers: int, finish) -> None:
+    """evaluate_pair for every job, each result handed to `finish` in job order as soon as it is done; in
+    worker processes (default min(2, cores, jobs)) when there are several jobs."""
     workers = workers or min(len(jobs), os.cpu_count() or 1, 2)
     if workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
@@ -251,13 +287,12 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
     else:
         for job in jobs:
             finish(evaluate_pair(*job))
-    results = sorted(finished, key=lambda r: r["key"])
-    data = build_metrics(results, pairs, name, located.layout, located.warnings, {}, identity, missing,
-                         located.runtime_source)
-    write_json_atomic(data, output)
-    if report_dir and data["cases"]:
-        from evaluation import report
-        report.summary_figure({name: data}, report_dir)
+
+
+def _conclude(data: dict, results: list[dict], n_pairs: int, identity: dict[str, str], warnings: list[str],
+              missing: str, output: str) -> int:
+    """The run's last lines and exit status: the mean TRE; then one stderr line naming every pair not scored
+    (1), or a warning when a success needs one (identity scores, warnings above), or nothing (0)."""
     aggregate = data["aggregates"].get(M.TRE, {})
     if aggregate.get("mean") is not None:
         log.info(f"{M.TRE} mean {aggregate['mean']:.3f} mm, TRE30 (\"30\") {aggregate['30']:.3f} mm over "
@@ -267,16 +302,16 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
         hint = ""
         if missing == "fail" and any(r.get("kind") == PREDICTION for r in results if r["key"] in failed):
             hint = "; --missing identity would score a missing/invalid prediction as no registration"
-        log.error(f"evaluation failed: {len(failed)} of {len(pairs)} pairs not scored: "
+        log.error(f"evaluation failed: {len(failed)} of {n_pairs} pairs not scored: "
                   + "; ".join(_short(failed[k]) for k in sorted(failed))
                   + f" (metrics.json written with the other {len(data['cases'])}{hint})")
         return 1
     if identity:
-        log.warning(f"evaluation finished, exit status 0: {len(data['cases'])} of {len(pairs)} pairs scored, "
+        log.warning(f"evaluation finished, exit status 0: {len(data['cases'])} of {n_pairs} pairs scored, "
                     f"{len(identity)} of them as identity (--missing identity): {', '.join(sorted(identity))}")
-    elif located.warnings:
-        log.warning(f"evaluation finished, exit status 0: all {len(pairs)} pairs scored "
-                    f"({len(located.warnings)} warning(s) above, none of them a failure)")
+    elif warnings:
+        log.warning(f"evaluation finished, exit status 0: all {n_pairs} pairs scored "
+                    f"({len(warnings)} warning(s) above, none of them a failure)")
     return 0
 
 

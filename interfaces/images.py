@@ -116,19 +116,39 @@ def _voxel_problem(path: str, reader: sitk.ImageFileReader, size, detail: str) -
 def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedImage:
     """Read a 3-D scalar image (.nii, .nii.gz, .mha, .nrrd) and validate it; raise InputError on any problem.
     fixed: the iUS, gated as one (interfaces/gates.py: a fan to register on); else gated as an MR."""
-    name = _name(path)
     problem = _open_problem(path, role)
     if problem:
         raise InputError(problem)
     nifti = path.lower().endswith((".nii", ".nii.gz"))
+    reader = _read_header(path, role)
+    grid = _header_grid(reader, path, role, nifti)  # the geometry is checked before any voxel is read
+    array, image = _read_voxels(reader, path, role, grid, nifti)
+    bad = ~np.isfinite(array)
+    if bad.any():
+        raise InputError(f"{_name(path)}: {role} contains {int(bad.sum())} NaN/Inf voxels")
+    problem = gates.ius_problem(array, grid.spacing) if fixed else gates.mr_problem(array)
+    if problem:
+        raise InputError(f"{_name(path)}: {role} {problem}")
+    return LoadedImage(path, array, grid, image)
+
+
+def _read_header(path: str, role: str) -> sitk.ImageFileReader:
+    """A reader that has read the file's header only (InputError when ITK refuses it)."""
     reader = sitk.ImageFileReader()
     reader.SetFileName(path)
-    try:  # the header first: its geometry is checked before any voxel is read
+    try:
         reader.ReadImageInformation()
     except RuntimeError as exc:
         problem = _header_problem(one_line(exc))
-        raise InputError(f"{name}: {role} {problem}" if problem.startswith("has ")
-                         else f"{name}: cannot read {role} ({problem})") from None
+        raise InputError(f"{_name(path)}: {role} {problem}" if problem.startswith("has ")
+                         else f"{_name(path)}: cannot read {role} ({problem})") from None
+    return reader
+
+
+def _header_grid(reader: sitk.ImageFileReader, path: str, role: str, nifti: bool) -> cv.Grid:
+    """The header's Grid, refused (InputError) unless 3-D (or 4-D with one volume), scalar, at least 2 voxels
+    along each axis, with a non-zero spacing and a geometry the gates accept."""
+    name = _name(path)
     dimension, size = reader.GetDimension(), tuple(reader.GetSize())
     components = reader.GetNumberOfComponents()
     geometry = (reader.GetSpacing(), reader.GetOrigin(), reader.GetDirection())
@@ -146,27 +166,25 @@ def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedIma
     problem = gates.geometry_problem(size, geometry[0], geometry[2])
     if problem:
         raise InputError(f"{name}: {role} {problem}")
-    grid = cv.Grid(tuple(int(s) for s in size), tuple(float(s) for s in geometry[0]),
+    return cv.Grid(tuple(int(s) for s in size), tuple(float(s) for s in geometry[0]),
                    tuple(float(o) for o in geometry[1]), tuple(float(d) for d in geometry[2]))
+
+
+def _read_voxels(reader: sitk.ImageFileReader, path: str, role: str, grid: cv.Grid, nifti: bool):
+    """(float32 array in index order, the SimpleITK image or None): NIfTI voxels through nibabel (geometry
+    stays SimpleITK's), other formats through the reader; InputError saying why the voxels did not read."""
     try:
-        if nifti:  # geometry from SimpleITK (header only), voxels from nibabel
-            array, image = _read_nifti_pixels(path, grid.shape), None
-        else:
-            image = reader.Execute()
-            if image.GetDimension() == 4:
-                image = image[:, :, :, 0]
-            image = sitk.Cast(image, sitk.sitkFloat32)
-            array = cv.array_from_image(image)
+        if nifti:
+            return _read_nifti_pixels(path, grid.shape), None
+        image = reader.Execute()
+        if image.GetDimension() == 4:
+            image = image[:, :, :, 0]
+        image = sitk.Cast(image, sitk.sitkFloat32)
+        return cv.array_from_image(image), image
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
         detail = one_line(exc)
-        raise InputError(f"{name}: cannot read {role} voxels ({_voxel_problem(path, reader, size, detail)})") from None
-    bad = ~np.isfinite(array)
-    if bad.any():
-        raise InputError(f"{name}: {role} contains {int(bad.sum())} NaN/Inf voxels")
-    problem = gates.ius_problem(array, grid.spacing) if fixed else gates.mr_problem(array)
-    if problem:
-        raise InputError(f"{name}: {role} {problem}")
-    return LoadedImage(path, array, grid, image)
+        raise InputError(f"{_name(path)}: cannot read {role} voxels "
+                         f"({_voxel_problem(path, reader, grid.shape, detail)})") from None
 
 
 def _nifti_zero_pixdim(path: str) -> bool:

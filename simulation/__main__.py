@@ -17,6 +17,15 @@ import numpy as np
 
 
 def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    from .cases import write_dataset
+    path = write_dataset(_cases(args), args.out, write_field=not args.no_field, start_id=args.start_id,
+                         extra={"generator": "python -m simulation " + " ".join(argv if argv is not None else sys.argv[1:])})
+    print(path)
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="python -m simulation", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", required=True, help="output dataset folder")
@@ -35,37 +44,38 @@ def main(argv=None) -> int:
                     help="stress cases (docs/SIMULATION.md, 'Stress cases'); e.g. --shape 128")
     ap.add_argument("--start-id", type=int, default=1, help="first case id (4 digits)")
     ap.add_argument("--no-field", action="store_true", help="do not write groundtruthTr/ fields")
-    args = ap.parse_args(argv)
+    return ap
 
-    from .cases import make_simulated_case, write_dataset
+
+def _cases(args):
+    """The cases one at a time (a generator: write_dataset writes each before the next is made, so only one
+    case is held in memory), each announced with its initial TRE."""
+    for n in range(args.n):
+        t = time.time()
+        seed = args.seed + n
+        case = _make_case(args, n, seed)
+        tre = np.asarray(case["initial_tre_mm"])
+        print(f"case {args.start_id + n:04d} seed {seed}: {len(tre)} landmarks, initial TRE mean "
+              f"{tre.mean():.2f} mm max {tre.max():.2f} mm, {time.time() - t:.1f} s", flush=True)
+        yield case
+
+
+def _make_case(args, n: int, seed: int) -> dict:
+    """Case n of the set: hybrid (optionally embedded), stress or simulated; --anatomy mixed alternates."""
+    if args.hybrid:
+        from .hybrid import make_hybrid_case
+        case = make_hybrid_case(seed, args.magnitude, with_true_displacement=not args.no_field)
+        if args.embed:
+            from .hybrid import embed_case
+            case = embed_case(case, args.embed)
+        return case
     spacing = args.spacing if args.spacing else 128.0 / args.shape
-
-    def gen():
-        for n in range(args.n):
-            t = time.time()
-            seed = args.seed + n
-            if args.hybrid:
-                from .hybrid import make_hybrid_case
-                case = make_hybrid_case(seed, args.magnitude, with_true_displacement=not args.no_field)
-                if args.embed:
-                    from .hybrid import embed_case
-                    case = embed_case(case, args.embed)
-            else:
-                anat = args.anatomy if args.anatomy != "mixed" else ("mni152", "remind022")[n % 2]
-                if args.stress:
-                    from .stress import make_stress_case
-                    case = make_stress_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
-                else:
-                    case = make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
-            tre = np.asarray(case["initial_tre_mm"])
-            print(f"case {args.start_id + n:04d} seed {seed}: {len(tre)} landmarks, initial TRE mean "
-                  f"{tre.mean():.2f} mm max {tre.max():.2f} mm, {time.time() - t:.1f} s", flush=True)
-            yield case
-
-    path = write_dataset(gen(), args.out, write_field=not args.no_field, start_id=args.start_id,
-                         extra={"generator": "python -m simulation " + " ".join(argv if argv is not None else sys.argv[1:])})
-    print(path)
-    return 0
+    anat = args.anatomy if args.anatomy != "mixed" else ("mni152", "remind022")[n % 2]
+    if args.stress:
+        from .stress import make_stress_case
+        return make_stress_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
+    from .cases import make_simulated_case
+    return make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
 
 
 if __name__ == "__main__":

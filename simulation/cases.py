@@ -71,15 +71,43 @@ def add_synthetic_tumour(src: dict, rng, look: dict | None = None) -> dict:
     look: overrides of TUMOUR_LOOK. With a look, the copy also holds "tumour_core" (the necrotic core mask)."""
     L = dict(TUMOUR_LOOK, **(look or {}))
     s = dict(src)
-    brain, depth = src["brain"] > 0.5, src["depth"]
-    aff = src["affine"]
+    brain = src["brain"] > 0.5
+    shape = src["t1"].shape
+    # rng draws in this order: centre, radius, shape (_tumour_level), enhancement: a seed's tumour stays the same
+    c = _tumour_centre(src, brain, rng)
+    radius = rng.uniform(*L["radius_mm"])
+    sl, level = _tumour_level(c, radius, shape, rng)
+    tum = (level < 1.0).astype(np.float32) * brain[sl]
+    core = (level < L["core_level"]).astype(np.float32) * tum
+    oedema = np.clip((1.7 - level) / 0.7, 0, 1) * (1 - tum) * src["wm"][sl]
+    wm_t1 = np.median(src["t1"][src["wm"] > 0.9])
+    for key in ("t1", "t2", "tumour", "wm", "gm", "csf"):
+        s[key] = src[key].copy()
+    enh = rng.uniform(0.0, 1.0) > 0.25
+    if L["enhancing"] is not None:
+        enh = bool(L["enhancing"])
+    _paint_tumour(s["t1"][sl], s["t2"][sl], tum, core, oedema, wm_t1, enh, L)
+    s["tumour"][sl] = np.maximum(s["tumour"][sl], tum)
+    if look is not None:
+        s["tumour_core"] = np.zeros(shape, np.float32)
+        s["tumour_core"][sl] = core
+    return s
+
+
+def _tumour_centre(src: dict, brain: np.ndarray, rng) -> np.ndarray:
+    """A random brain voxel 14-30 mm deep, away from the midline (|x| > 20 mm), in the upper, not occipital,
+    brain (world z in (0, 60) mm, y > -80 mm): where a craniotomy and a probe can reach it."""
+    depth, aff = src["depth"], src["affine"]
     idx = np.argwhere(brain & (depth > 14) & (depth < 30))
     world = idx @ aff[:3, :3].T + aff[:3, 3]
     ok = (np.abs(world[:, 0]) > 20) & (world[:, 2] > 0) & (world[:, 2] < 60) & (world[:, 1] > -80)
     idx = idx[ok]
-    c = idx[rng.integers(len(idx))].astype(np.float64)
-    radius = rng.uniform(*L["radius_mm"])
-    shape = src["t1"].shape
+    return idx[rng.integers(len(idx))].astype(np.float64)
+
+
+def _tumour_level(c: np.ndarray, radius: float, shape, rng):
+    """(box, level) in a box of +-2.2 radii around c: level = distance from c in a randomly oriented
+    ellipsoid's metric, in radii, plus smooth noise (an irregular border); the tumour is level < 1."""
     lo = np.maximum(np.floor(c - 2.2 * radius).astype(int), 0)
     hi = np.minimum(np.ceil(c + 2.2 * radius).astype(int) + 1, shape)
     sl = tuple(slice(a, b) for a, b in zip(lo, hi))
@@ -91,29 +119,19 @@ def add_synthetic_tumour(src: dict, rng, look: dict | None = None) -> dict:
     rr = np.linalg.norm(d, axis=-1) / radius
     noise = ndimage.gaussian_filter(rng.normal(size=rr.shape), 2.5)
     noise /= noise.std() + 1e-9
-    level = rr + 0.12 * noise
-    tum = (level < 1.0).astype(np.float32) * brain[sl]
-    core = (level < L["core_level"]).astype(np.float32) * tum
+    return sl, rr + 0.12 * noise
+
+
+def _paint_tumour(t1, t2, tum, core, oedema, wm_t1, enh: bool, L: dict) -> None:
+    """The tumour's intensities written into the T1 and T2 boxes in place: core and rim (enhancing or not)
+    relative to the median WM T1, oedema darkening T1 and brightening T2."""
     rim = tum - core
-    oedema = np.clip((1.7 - level) / 0.7, 0, 1) * (1 - tum) * src["wm"][sl]
-    wm_t1 = np.median(src["t1"][src["wm"] > 0.9])
-    for key in ("t1", "t2", "tumour", "wm", "gm", "csf"):
-        s[key] = src[key].copy()
-    t1, t2 = s["t1"][sl], s["t2"][sl]
-    enh = rng.uniform(0.0, 1.0) > 0.25
-    if L["enhancing"] is not None:
-        enh = bool(L["enhancing"])
     t1[:] = t1 * (1 - tum) + tum * (L["core"] * wm_t1 * core / np.maximum(tum, 1e-6)
                                    + (L["rim"] if enh else L["rim_non_enhancing"]) * wm_t1 * rim
                                    / np.maximum(tum, 1e-6))
     t1[:] = t1 * (1 - L["oedema_t1"] * oedema)
     t2[:] = t2 * (1 - tum) + tum * (230.0 * core + 170.0 * rim) / np.maximum(tum, 1e-6) * (tum > 0)
     t2[:] = t2 + oedema * L["oedema_t2"]
-    s["tumour"][sl] = np.maximum(s["tumour"][sl], tum)
-    if look is not None:
-        s["tumour_core"] = np.zeros(shape, np.float32)
-        s["tumour_core"][sl] = core
-    return s
 
 
 def cavity_map(src: dict, rng, margin_mm=(2.0, 5.0), rim_mm=1.3):
@@ -494,6 +512,8 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
     stress: the stressors of a stress case (simulation.stress.draw_stressors; None for an ordinary case).
     """
+    # Longer than a screen on purpose: this is the construction (module docstring, steps 1-5) as a flat list of
+    # named stages in the order they draw from `rng`; splitting it further would hide that order.
     # one random stream for the scene, drawn in this order (the MR noise and the iUS have their own)
     rng = np.random.default_rng([int(seed), 7])
     grid = _Grid(shape, spacing)

@@ -161,6 +161,24 @@ def _hist(v, bins):
 
 
 def main(argv=None):
+    args = _parser().parse_args(argv)
+    import matplotlib
+    matplotlib.use("Agg")
+    reals = _load_reals()
+    sims = _make_sims(args)
+    rows, summary = _intensity_table(reals, sims)
+    summary["structure"] = _structure_table(sims)
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(dict(rows=rows, summary=summary), f, indent=1, default=float)
+    os.makedirs(args.out, exist_ok=True)
+    _plot_histograms(reals, sims, args.out)
+    _plot_slices(reals, sims, args.out)
+    _plot_case(sims[0], args.out)
+    return summary
+
+
+def _parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n-sim", type=int, default=3)
     ap.add_argument("--shape", type=int, default=256)
@@ -168,40 +186,53 @@ def main(argv=None):
     ap.add_argument("--anatomies", default="mni152,remind022")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "..", "docs", "img"))
     ap.add_argument("--json", default=None)
-    args = ap.parse_args(argv)
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from .cases import make_simulated_case
+    return ap
 
+
+def _load_reals() -> list:
+    """[(name "folder/file", iUS float32, spacing)] for every real volume found."""
     reals = []
     for f in real_volumes():
         img = nib.load(f)
         reals.append((os.path.basename(os.path.dirname(f)) + "/" + os.path.basename(f),
                       np.asarray(img.get_fdata(), np.float32), img.header.get_zooms()[:3]))
+    return reals
+
+
+def _make_sims(args) -> list:
+    """[(name, iUS, spacing, case)] for --n-sim simulated cases, seeds from --seed, anatomies in turn."""
+    from .cases import make_simulated_case
     sims = []
     anats = args.anatomies.split(",")
     for i in range(args.n_sim):
         an = anats[i % len(anats)]
         c = make_simulated_case(args.seed + i, anatomy=an, shape=(args.shape,) * 3, spacing=128.0 / args.shape)
         sims.append((f"sim seed {args.seed + i} {an}", c["fixed"], c["spacing"], c))
+    return sims
 
+
+def _intensity_table(reals: list, sims: list):
+    """us_stats of every volume (rows) and their mean and sd over real and over simulated (summary), printed
+    as a markdown table."""
     rows = {}
     for name, vol, sp, *_ in reals + sims:
         rows[name] = us_stats(vol, sp)
     keys = ["fan_fraction", "mean", "p5", "p25", "p50", "p75", "p95", "p99", "snr", "acl_min_mm", "acl_max_mm"]
-    real_names = [r[0] for r in reals]
-    sim_names = [s[0] for s in sims]
     summary = {}
-    for label, names in (("real", real_names), ("sim", sim_names)):
-        arr = np.array([[rows[n][k] for k in keys] for n in names])
+    for label, group in (("real", reals), ("sim", sims)):
+        arr = np.array([[rows[n][k] for k in keys] for n in (g[0] for g in group)])
         summary[label] = {k: (float(np.nanmean(arr[:, j])), float(np.nanstd(arr[:, j]))) for j, k in enumerate(keys)}
     print("| statistic | real RESECT iUS (n=%d) mean ± sd | simulated (n=%d) mean ± sd |" % (len(reals), len(sims)))
     print("|---|---|---|")
     for k in keys:
         r, s = summary["real"][k], summary["sim"][k]
         print(f"| {k} | {r[0]:.3g} ± {r[1]:.2g} | {s[0]:.3g} ± {s[1]:.2g} |")
-    # structural likeness: real RESECT case 24 (iUS vs real T1) and each simulated case (iUS vs ceT1 under truth)
+    return rows, summary
+
+
+def _structure_table(sims: list) -> dict:
+    """Structural likeness, printed: real RESECT case 24 (iUS vs real T1) and each simulated case (iUS vs
+    ceT1 under the truth), over its tissue and over its whole fan."""
     struct = {"real case24 (T1)": real_structure(("t1",))["t1"]}
     for name, vol, sp, case in sims:
         struct[name + " tissue"] = sim_structure(case, tissue_only=True)
@@ -209,13 +240,12 @@ def main(argv=None):
     print("| structure | grad_corr | t1_corr | coarse_frac | nmi |\n|---|---|---|---|---|")
     for name, st in struct.items():
         print(f"| {name} | {st['grad_corr']:.3f} | {st['t1_corr']:.3f} | {st['coarse_frac']:.3f} | {st['nmi']:.4f} |")
-    summary["structure"] = struct
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(dict(rows=rows, summary=summary), f, indent=1, default=float)
+    return struct
 
-    os.makedirs(args.out, exist_ok=True)
-    # histograms
+
+def _plot_histograms(reals: list, sims: list, out: str) -> None:
+    """sim_histograms.png: intensity densities inside the fan, real (blue) and simulated (red)."""
+    import matplotlib.pyplot as plt
     bins = np.linspace(0, 255, 52)
     fig, ax = plt.subplots(1, 1, figsize=(7, 4))
     for name, vol, *_ in reals:
@@ -229,9 +259,13 @@ def main(argv=None):
     ax.set_ylabel("density")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sim_histograms.png"), dpi=90)
+    fig.savefig(os.path.join(out, "sim_histograms.png"), dpi=90)
     plt.close(fig)
-    # side-by-side slices: real (3) vs simulated, central slices through the fan, same grey scale
+
+
+def _plot_slices(reals: list, sims: list, out: str) -> None:
+    """sim_vs_real_slices.png: real (3) vs simulated, central slices through the fan, same grey scale."""
+    import matplotlib.pyplot as plt
     pick = [reals[i] for i in np.linspace(0, len(reals) - 1, 3).astype(int)]
     fig, axs = plt.subplots(2, max(3, len(sims)) + 0, figsize=(4 * max(3, len(sims)), 8))
     for j, (name, vol, sp, *_) in enumerate(pick):
@@ -247,10 +281,14 @@ def main(argv=None):
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sim_vs_real_slices.png"), dpi=70)
+    fig.savefig(os.path.join(out, "sim_vs_real_slices.png"), dpi=70)
     plt.close(fig)
-    # one simulated case: iUS, ceT1, T2 and the ground-truth displacement magnitude
-    name, vol, sp, case = sims[0]
+
+
+def _plot_case(sim: tuple, out: str) -> None:
+    """sim_case.png: one simulated case: iUS, ceT1, T2 and the ground-truth displacement magnitude."""
+    import matplotlib.pyplot as plt
+    name, vol, sp, case = sim
     c = np.argwhere(vol > 0).mean(0).astype(int)
     u = np.linalg.norm(case["true_displacement"][:, c[1], :] * np.asarray(case["spacing"]), axis=-1)
     fig, axs = plt.subplots(1, 4, figsize=(16, 4.3))
@@ -269,9 +307,8 @@ def main(argv=None):
         a.set_xticks([])
         a.set_yticks([])
     fig.tight_layout()
-    fig.savefig(os.path.join(args.out, "sim_case.png"), dpi=70)
+    fig.savefig(os.path.join(out, "sim_case.png"), dpi=70)
     plt.close(fig)
-    return summary
 
 
 if __name__ == "__main__":

@@ -105,7 +105,39 @@ def make_hybrid_case(seed: int, magnitude_mm: float = 5.0, with_true_displacemen
     rng = np.random.default_rng(seed)
     params = _draw_map(rng, extent)
     q_mm = d["lm_mr"] * sp
+    vmap = _build(params, _scale_for_magnitude(params, q_mm, magnitude_mm))
 
+    # v on the grid (voxels), image warp M'(y) = M(y + v(y))
+    idx = np.indices(shape, dtype=np.float64)
+    x_mm = np.moveaxis(idx, 0, -1) * sp
+    v_mm = vmap(x_mm)
+    v_vox = (v_mm / sp).astype(np.float32)
+    jmin = jacobian_det_min(v_vox)
+    if jmin <= 0.1:
+        raise RuntimeError(f"hybrid deformation not safely invertible (min det J = {jmin:.3f})")
+    moving = _warp_mr(d, idx + np.moveaxis(v_vox, -1, 0))
+
+    y_mm = invert_points(vmap, q_mm)
+    moving_lm = y_mm / sp
+    resid = float(np.abs((y_mm + vmap(y_mm) - q_mm) / sp).max())
+
+    out = dict(
+        fixed=d["us"].copy(), moving=moving, spacing=tuple(d["spacing"]), affine=d["affine"].copy(),
+        fixed_landmarks=d["lm_us"].copy(), moving_landmarks=moving_lm,
+        moving_landmarks_original=d["lm_mr"].copy(),
+        added_map_voxels=v_vox,  # M'(y) = M(y + added_map_voxels(y))
+        landmark_inverse_residual_vox=resid, min_jacobian=jmin, magnitude_mm=magnitude_mm, seed=seed,
+        source="hybrid: REAL RESECT case 24 iUS + REAL T1/FLAIR with a SYNTHETIC added deformation",
+    )
+    if with_true_displacement:
+        out["true_displacement"], out["true_displacement_residual_vox"] = _inverse_field(vmap, x_mm, v_mm, sp)
+    out["initial_tre_mm"] = np.linalg.norm((moving_lm - out["fixed_landmarks"]) * sp, axis=1)
+    return out
+
+
+def _scale_for_magnitude(params, q_mm: np.ndarray, magnitude_mm: float) -> float:
+    """The scale lam of the drawn map whose added displacement at the MRI landmarks has mean magnitude_mm:
+    doubling until it is reached, then 50 bisection steps (the mean grows with lam)."""
     def mean_disp(lam):
         if lam == 0:
             return 0.0
@@ -122,48 +154,30 @@ def make_hybrid_case(seed: int, magnitude_mm: float = 5.0, with_true_displacemen
             lo = mid
         else:
             hi = mid
-    lam = 0.5 * (lo + hi)
-    vmap = _build(params, lam)
+    return 0.5 * (lo + hi)
 
-    # v on the grid (voxels), image warp M'(y) = M(y + v(y))
-    idx = np.indices(shape, dtype=np.float64)
-    x_mm = np.moveaxis(idx, 0, -1) * sp
-    v_mm = vmap(x_mm)
-    v_vox = (v_mm / sp).astype(np.float32)
-    jmin = jacobian_det_min(v_vox)
-    if jmin <= 0.1:
-        raise RuntimeError(f"hybrid deformation not safely invertible (min det J = {jmin:.3f})")
-    coords = idx + np.moveaxis(v_vox, -1, 0)
+
+def _warp_mr(d: dict, coords: np.ndarray) -> dict:
+    """The real T1 and FLAIR sampled at coords (cubic, edge values outside the US box), as ceT1 and T2,
+    clipped at 0 (cubic interpolation overshoots below the background)."""
     moving = {name: ndimage.map_coordinates(d[src], coords, order=3, mode="nearest").astype(np.float32)
               for name, src in (("ceT1", "t1"), ("T2", "flair"))}
     for m in moving.values():
         np.maximum(m, 0, out=m)
+    return moving
 
-    y_mm = invert_points(vmap, q_mm)
-    moving_lm = y_mm / sp
-    resid = float(np.abs((y_mm + vmap(y_mm) - q_mm) / sp).max())
 
-    out = dict(
-        fixed=d["us"].copy(), moving=moving, spacing=tuple(d["spacing"]), affine=d["affine"].copy(),
-        fixed_landmarks=d["lm_us"].copy(), moving_landmarks=moving_lm,
-        moving_landmarks_original=d["lm_mr"].copy(),
-        added_map_voxels=v_vox,  # M'(y) = M(y + added_map_voxels(y))
-        landmark_inverse_residual_vox=resid, min_jacobian=jmin, magnitude_mm=magnitude_mm, seed=seed,
-        source="hybrid: REAL RESECT case 24 iUS + REAL T1/FLAIR with a SYNTHETIC added deformation",
-    )
-    if with_true_displacement:
-        # w(x) = -v(x + w(x)): fixed x -> moving' x + w(x) (assuming the original pair aligned)
-        w = -v_mm
-        for _ in range(100):
-            w_new = -vmap(x_mm + w)
-            delta = np.abs(w_new - w).max()
-            w = w_new
-            if delta < 1e-9:
-                break
-        out["true_displacement"] = (w / sp).astype(np.float32)
-        out["true_displacement_residual_vox"] = float(np.abs((w + vmap(x_mm + w)) / sp).max())
-    out["initial_tre_mm"] = np.linalg.norm((moving_lm - out["fixed_landmarks"]) * sp, axis=1)
-    return out
+def _inverse_field(vmap: SmoothMap, x_mm: np.ndarray, v_mm: np.ndarray, sp: np.ndarray):
+    """(true displacement in voxels, float32; its worst residual in voxels): w(x) = -v(x + w(x)), fixed x ->
+    moving' x + w(x) (assuming the original pair aligned), by fixed-point iteration from w = -v."""
+    w = -v_mm
+    for _ in range(100):
+        w_new = -vmap(x_mm + w)
+        delta = np.abs(w_new - w).max()
+        w = w_new
+        if delta < 1e-9:
+            break
+    return (w / sp).astype(np.float32), float(np.abs((w + vmap(x_mm + w)) / sp).max())
 
 
 def embed_case(case: dict, n: int = 256) -> dict:
