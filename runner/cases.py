@@ -32,7 +32,7 @@ class RunContext:
 class PairOutcome:
     label: str
     timings_key: str | None
-    seconds: dict | None      # None: the pair failed
+    timings: dict | None      # its timings.json entry (seconds per stage, safety net); None: the pair failed
 
 
 def finished(outcome: PairOutcome) -> Future:

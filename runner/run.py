@@ -66,7 +66,7 @@ def prepare(input_dir, output_dir, registration, sequences, write_timings, shard
 
 def write_timings_file(job, outcomes: list, model_load_seconds: float | None, output_dir: str) -> None:
     """Seconds per written pair (and the model load): a side file, so a failure to write it is a warning."""
-    timings = {o.timings_key: o.seconds for o in outcomes if o.seconds is not None and o.timings_key}
+    timings = {o.timings_key: o.timings for o in outcomes if o.timings is not None and o.timings_key}
     if not timings:
         return
     extra = {} if model_load_seconds is None else {"model_load_seconds": round(model_load_seconds, 3)}
@@ -78,8 +78,8 @@ def write_timings_file(job, outcomes: list, model_load_seconds: float | None, ou
 
 def finish(job, outcomes: list, seconds: float) -> int:
     """The summary line, then the exit status; a failing run's last stderr line names every failure."""
-    failed = job.failed + [o.label for o in outcomes if o.seconds is None]
-    ok = sum(o.seconds is not None for o in outcomes)
+    failed = job.failed + [o.label for o in outcomes if o.timings is None]
+    ok = sum(o.timings is not None for o in outcomes)
     per_pair = f" ({seconds / ok:.2f}s per written pair)" if ok else ""
     log.info("summary: %d ok, %d failed, total %.1fs%s, %s%s", ok, len(failed), seconds, per_pair,
              logs.memory_summary(), f" (failed: {', '.join(failed)})" if failed else "")
@@ -97,14 +97,14 @@ def finish(job, outcomes: list, seconds: float) -> int:
 def final_failure_line(job, outcomes: list, pairs: int) -> str:
     """`<n> of <N> pairs failed[, <m> case(s) ...]: <label>: <why>; ...` from the run's FAILED lines: the
     platform shows a failed job's last non-empty stderr line."""
-    failed_pairs = sum(o.seconds is None for o in outcomes)
+    failed_pairs = sum(o.timings is None for o in outcomes)
     counts = [f"{failed_pairs} of {pairs} pair(s) failed"] if pairs or failed_pairs else []
     if job.failed:
         counts.append(f"{len(job.failed)} {'job' if job.layout == 'grand-challenge' else 'case(s)'} not started")
     failures = logs.run_record().failures
     named = {label for label, _ in failures}
     for outcome in outcomes:  # a failure without its own FAILED line (should not happen): named anyway
-        if outcome.seconds is None and not any(outcome.label == label or outcome.label.startswith(label + " ")
+        if outcome.timings is None and not any(outcome.label == label or outcome.label.startswith(label + " ")
                                                for label in named if label):
             failures.append((outcome.label, "failed (see the log)"))
     return logs.failure_line(failures, "run failed: " + ", ".join(counts))
