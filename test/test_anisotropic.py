@@ -54,3 +54,13 @@ def test_a_folding_deformation_is_halved_until_it_does_not_fold(slope, kept):
     assert jmin == pytest.approx(1 + kept * slope, abs=1e-4) and jmin > 0
     np.testing.assert_allclose(field[..., 0], kept * slope * x[0].numpy() / SPACING[0], atol=1e-4)
     np.testing.assert_allclose(field[..., 1], 1.0, atol=1e-5)  # 0.8 mm = 1 voxel of 0.8 mm
+
+
+def test_the_pose_alone_is_returned_as_it_is_even_if_it_folds():
+    # no deformation: nothing to halve, so the pose's field comes back with scale 1 (a reflecting pose, J = -1,
+    # only to make the loop's exit visible: the rigid fit never returns one)
+    matrix = torch.diag(torch.tensor([-1.0, 1.0, 1.0, 1.0]))
+    field, jmin, scale = full_resolution_field(GlobalPose(matrix), None, 1.0, SHAPE, SPACING)
+    assert scale == 1.0 and jmin == pytest.approx(-1.0, abs=1e-5)
+    x0 = np.arange(SHAPE[0]) * SPACING[0]
+    np.testing.assert_allclose(field[:, 3, 2, 0], -2 * x0 / SPACING[0], atol=1e-4)

@@ -139,6 +139,7 @@ def test_field_checks_say_what_is_wrong():
 def test_warp_defaults_linear_zero_outside_float32_and_slices():
     moving = np.zeros((6, 1, 5), np.float32)  # a singleton axis: squeeze must only drop the sliced axis
     moving[2, 0, 2] = 1.0
+    moving[4, 0, 0] = 2.0  # plane k = 0 differs from plane k = 1: a wrong default slice_index shows
     field = np.zeros((6, 1, 5, 3), np.float32)
     field[..., 0] = 0.25
     warped = cv.warp_with_voxel_field(moving, field)
