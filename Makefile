@@ -6,7 +6,7 @@ VPY := $(VENV)/bin/python
 # the one version source is interfaces/version.py (tags NAME:$(VERSION), OCI labels, process.py --version)
 VERSION := $(shell sed -n 's/^__version__ = "\(.*\)"$$/\1/p' interfaces/version.py)
 
-.PHONY: venv demo test clean version images container-test export eval-image eval-test eval-export
+.PHONY: venv demo test clean version images container-test export eval-image eval-test eval-export mutation
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt evaluation/requirements.txt
 	test -x $(VPY) || $(PY) -m venv $(VENV)
@@ -48,3 +48,11 @@ eval-export:
 
 clean:
 	rm -rf $(VENV) demo_output
+
+# mutation testing (docs/TESTING.md): interfaces/conventions.py, evaluation/metrics.py and model/stages.py's
+# full_resolution_field against the fast subset named in setup.cfg; prints the count of each outcome
+mutation: venv
+	rm -rf mutants
+	$(VENV)/bin/mutmut run "interfaces.conventions*" "evaluation.metrics*" "model.stages.x_full_resolution_field*" > /dev/null 2>&1 || true
+	$(VENV)/bin/mutmut results --all true | awk '{print $$NF}' | sort | uniq -c
+	$(VENV)/bin/mutmut results

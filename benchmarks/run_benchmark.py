@@ -67,8 +67,8 @@ def flat_input(dataset: str, folder: str) -> str:
     return folder
 
 
-def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> float:
-    """Run one method as its own process; its log goes to OUT/<method>.log. Returns wall seconds."""
+def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> tuple[float, int]:
+    """Run one method as its own process; its log goes to OUT/<method>.log. Returns (wall seconds, exit code)."""
     env = dict(os.environ, REMIND2REG_SEQUENCES=sequences, PYTHONPATH=ROOT)
     if method in PEERS:
         command = [sys.executable, "-m", "benchmarks.peers", method]
@@ -89,7 +89,7 @@ def run_method(method: str, input_dir: str, out_dir: str, sequences: str) -> flo
     seconds = time.perf_counter() - start
     if code != 0:
         print(f"  {method}: exit code {code} (see {out_dir}.log)", file=sys.stderr)
-    return seconds
+    return seconds, code
 
 
 def worse_than(metrics: dict, identity: dict) -> int:
@@ -185,10 +185,13 @@ def main(argv=None) -> int:
     results, rows = {}, []
     if args.keep:  # rows of methods run earlier into the same OUT (and not run again now) stay in the table
         rows, results = _earlier(args.out, methods)
+    crashed = []  # methods whose process exited non-zero: their row is kept, the run's exit status says so
     for method in methods:
         out_dir = os.path.join(args.out, method)
         print(f"running {method} ...", file=sys.stderr, flush=True)
-        wall = run_method(method, input_dir, out_dir, args.sequences)
+        wall, code = run_method(method, input_dir, out_dir, args.sequences)
+        if code != 0:
+            crashed.append(f"{method} (exit code {code})")
         metrics_path = os.path.join(args.out, f"{method}.metrics.json")
         evaluate(out_dir, args.cases, metrics_path, name=method, quiet=True)
         with open(metrics_path) as handle:
@@ -214,6 +217,9 @@ def main(argv=None) -> int:
     except ImportError as exc:
         print(f"(no summary plot: {exc})", file=sys.stderr)
     print(text)
+    if crashed:
+        print(f"ERROR: method(s) exited non-zero: {', '.join(crashed)}", file=sys.stderr)
+        return 1
     return 0
 
 

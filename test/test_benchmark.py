@@ -108,3 +108,13 @@ def test_device_check_parses_process_logs(tmp_path, capsys, monkeypatch):
     assert len(runs) == 1 and runs[0]["pairs"] == 2 and runs[0]["failed"] == 0 and runs[0]["overlap"]
     assert 0 < runs[0]["wall_per_pair_s"] <= runs[0]["total_s"]
     assert "| model | 2 | 0 | True |" in device_check.report("", [], pairs, runs)
+
+
+def test_a_crashed_method_fails_the_benchmark_run(tmp_path, capsys):
+    # every other test here asserts main(...) == 0: that means something only if a crash gives non-zero
+    write_dataset([make_simulated_case(3, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    code = run_benchmark.main(["--cases", str(tmp_path / "data"), "--out", str(tmp_path / "out"),
+                               "--methods", "identity", "--sequences", "flair"])  # a setup error: exit 2
+    assert code == 1
+    assert "ERROR: method(s) exited non-zero: identity (exit code 2)" in capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "benchmark.json").read_text())[0]["method"] == "identity"

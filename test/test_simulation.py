@@ -8,7 +8,7 @@ import pytest
 from scipy import ndimage
 
 from simulation.cases import make_simulated_case, write_dataset
-from simulation.fields import sample_field, invert_field, warp
+from simulation.fields import invert_field, warp
 from simulation import ultrasound
 
 SHAPE, SP = (48, 48, 48), 128.0 / 48
@@ -41,8 +41,9 @@ def test_determinism(case):
 
 
 def test_landmarks_exact(case):
-    p, q, u = case["fixed_landmarks"], case["moving_landmarks"], case["true_displacement"]
-    np.testing.assert_allclose(p + sample_field(u, p), q, atol=1e-5)
+    p, q = case["fixed_landmarks"], case["moving_landmarks"]
+    # (the moving landmarks are written as p + u(p) on the grid, so comparing them with that is no test:)
+    # the grid field must send p within 0.05 voxel of the ANALYTIC moving point it was solved for
     assert case["landmark_grid_vs_analytic_vox"] < 0.05
     assert ultrasound.in_fan(p, case["fan"]).all()
     assert np.all((q >= 0) & (q <= np.asarray(SHAPE) - 1))

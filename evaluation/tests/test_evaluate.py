@@ -75,7 +75,6 @@ def test_organisers_layout_end_to_end(dataset, tmp_path):
     assert M.RUNTIME not in data["cases"]["0100_0000<--0100_0001"]
     assert data["runtime_source"].startswith("timings.json")
     assert not [f for f in os.listdir(tmp_path / "out") if f != "metrics.json"]  # no temp file left
-    pytest.organisers = data
 
 
 def test_grand_challenge_layout_same_numbers(dataset, tmp_path):
@@ -84,12 +83,12 @@ def test_grand_challenge_layout_same_numbers(dataset, tmp_path):
     inp = synth.write_gc_layout(str(tmp_path / "in"), fields, synth.oblique_grid(), durations)
     code, data = evaluate(inp, gt, tmp_path / "metrics.json")
     assert code == 0 and data["layout"] == "grand-challenge", data["errors"]
-    reference = getattr(pytest, "organisers", None)
     for key, case in data["cases"].items():
         c, m = key[:4], int(key[-1])
         np.testing.assert_allclose(case[M.TRE]["detailed"], reference_tre(points[(c, m)], fields[(c, m)]), atol=1e-4)
-        if reference:
-            assert case[M.SDLOGJ]["mean"] == pytest.approx(reference["cases"][key][M.SDLOGJ]["mean"], abs=1e-4)
+        # the organisers' layout scores the voxel field itself: the DSPF, converted back, gives the same SDlogJ
+        # (computed here, not read from an earlier test's result, so this test also checks it when run alone)
+        assert case[M.SDLOGJ]["mean"] == pytest.approx(M.plausibility(fields[(c, m)])[M.SDLOGJ], abs=1e-4)
         assert case[M.RUNTIME]["mean"] == pytest.approx(durations[(c, m)])
     assert data["runtime_source"].startswith("Grand Challenge job exec_duration")
 

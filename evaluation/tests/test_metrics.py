@@ -46,9 +46,12 @@ def check_against_reference(field, fix, mov, spacing=SPACING):
     ours = M.tre(fix, mov, field, spacing)
     np.testing.assert_allclose(ours, official_tre(fix, mov, field64, spacing), atol=1e-6, rtol=0)
     plaus = M.plausibility(field)
-    sdlogj, official_folds = official_sdlogj(field64)
+    sdlogj, _ = official_sdlogj(field64)
     assert abs(plaus[M.SDLOGJ] - sdlogj) < 1e-6
-    assert plaus[M.NUM_FOLDINGS] == official_folds == 0.0
+    # the official fold count is 0 by construction (J + 3, clipped to >= 1e-9, is never <= 0), so comparing it
+    # with the reference proves nothing; it is checked where the TRUE count is not 0 (folding tests below and
+    # test_metrics_edges.py), which is where reporting the true count as num_foldings would show
+    assert plaus[M.NUM_FOLDINGS] == 0.0
     return ours, plaus
 
 
