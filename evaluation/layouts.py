@@ -31,7 +31,7 @@ from interfaces.conventions import (DISP_NAME_RE, FIXED_INDEX, IMAGE_NAME_RE, TI
 #   intraoperative-ultrasound (fixed iUS, _0000), preoperative-t1-contrast-mri (ceT1, _0001),
 #   preoperative-t2-mri (T2, _0002), output displacement-field (DSPF)
 from interfaces.grand_challenge import SLUG_CET1, SLUG_DISPLACEMENT, SLUG_IUS, SLUG_MODALITY, SLUG_T2  # noqa: F401
-from interfaces.grand_challenge import choose_target
+from interfaces.grand_challenge import choose_target, socket_of
 from interfaces.organisers import SEQUENCES_ENV, wanted_modalities
 
 PREDICTIONS = "predictions.json"
@@ -99,11 +99,6 @@ def read_timings(path: str, warnings: list[str]) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------- Grand Challenge
-def _socket(item: dict) -> dict:
-    """The socket description of an input/output item ("interface" before the rename, "socket" after)."""
-    return item.get("socket") or item.get("interface") or {}
-
-
 def _image_name(item: dict) -> str:
     image = item.get("image") or {}
     return image.get("name") or "" if isinstance(image, dict) else ""
@@ -115,7 +110,7 @@ def _job_pair(job: dict) -> tuple[str, int]:
     for item in job.get("inputs", []):
         name = os.path.basename(_image_name(item))
         match = IMAGE_NAME_RE.match(name) or IMAGE_NAME_RE.search(name)
-        slug = _socket(item).get("slug", "")
+        slug = socket_of(item).get("slug", "")
         if match:
             case, modality = match.group(1), int(match.group(2))
             if slug in MODALITY_OF_SLUG and MODALITY_OF_SLUG[slug] != modality:
@@ -138,10 +133,10 @@ def _job_pair(job: dict) -> tuple[str, int]:
 
 
 def _job_field(input_dir: str, job: dict) -> str:
-    outputs = [o for o in job.get("outputs", []) if _socket(o).get("slug") == SLUG_DISPLACEMENT]
+    outputs = [o for o in job.get("outputs", []) if socket_of(o).get("slug") == SLUG_DISPLACEMENT]
     if not outputs:
         raise ValueError(f"no '{SLUG_DISPLACEMENT}' output listed")
-    relative = _socket(outputs[0]).get("relative_path") or f"images/{SLUG_DISPLACEMENT}"
+    relative = socket_of(outputs[0]).get("relative_path") or f"images/{SLUG_DISPLACEMENT}"
     folder = os.path.join(input_dir, str(job["pk"]), "output", relative)
     files = sorted(glob.glob(os.path.join(folder, "*.mha")) + glob.glob(os.path.join(folder, "*.tif*")))
     if not files:

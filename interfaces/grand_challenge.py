@@ -20,7 +20,7 @@ INPUT_SLUGS = {cv.MODALITY_INDEX["iUS"]: SLUG_IUS, cv.MODALITY_INDEX["ceT1"]: SL
                cv.MODALITY_INDEX["T2"]: SLUG_T2}
 SLUG_MODALITY = {slug: modality for modality, slug in INPUT_SLUGS.items()}
 OUTPUT_FILENAME = "displacement-field.mha"
-IMAGE_SUFFIXES = (".mha", ".tif", ".tiff", ".nii.gz", ".nii", ".nrrd")
+IMAGE_SUFFIXES = cv.IMAGE_SUFFIXES + (".tif", ".tiff")  # a socket may also hold the platform's TIFF
 
 
 class SocketError(ValueError):
@@ -29,6 +29,12 @@ class SocketError(ValueError):
 
 def is_grand_challenge_layout(input_dir: str) -> bool:
     return os.path.isfile(os.path.join(input_dir, INPUTS_JSON))
+
+
+def socket_of(item: dict) -> dict:
+    """The socket description of an input/output item: "interface" on today's platform, "socket" after its
+    rename (both read, here and by the evaluation, in this one order)."""
+    return item.get("interface") or item.get("socket") or {}
 
 
 def _socket_image(input_dir: str, relative_path: str, slug: str) -> str:
@@ -59,7 +65,7 @@ def read_inputs(input_dir: str) -> tuple[dict[int, str], dict[int, str], list[st
         raise SocketError(f"{INPUTS_JSON}: expected a list of socket values, got {type(entries).__name__}")
     paths, names, ignored = {}, {}, []
     for entry in entries:
-        socket = (entry.get("interface") or entry.get("socket") or {}) if isinstance(entry, dict) else {}
+        socket = socket_of(entry) if isinstance(entry, dict) else {}
         slug = socket.get("slug")
         if slug not in SLUG_MODALITY:
             ignored.append(str(slug))
