@@ -132,8 +132,9 @@ def write_pair(job: dict) -> PairOutcome:
              logs.fmt_seconds(getattr(result, "stage_seconds", {}) or {}), job["memory"])
     safety = safety_report(pair.label, result)
     write_qc(job["qc_dir"], pair.qc_name, job["fixed"], job["moving"], result.displacement)
-    return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 3),
-                                                      **{k: round(seconds[k], 3) for k in ("read", "register", "write")},
+    # microseconds: a small field is written in under a millisecond, which must not read as 0 s
+    return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 6),
+                                                      **{k: round(seconds[k], 6) for k in ("read", "register", "write")},
                                                       **safety})
 
 
