@@ -12,8 +12,8 @@ from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this
 
 from .pyramid import FeaturePyramid
 from .safety import Estimate, cross_sequence_decision, single_sequence_decision
-from .stages import (GlobalPose, adam_refinement, deformable_search, full_resolution_field, global_pose,
-                     matches_worse_than_identity, plausible_scale)
+from .stages import (GlobalPose, adam_refinement, deformable_search, evidence_level_mm, full_resolution_field,
+                     global_pose, matches_worse_than_identity, plausible_scale)
 
 
 @dataclass
@@ -133,7 +133,7 @@ class Registration:
             scale = plausible_scale(deformation, cfg)
             fell_back = bool(cfg["plausibility"]["fallback_to_identity"]
                              and matches_worse_than_identity(pyramid, pose, deformation, scale, weights, cfg))
-        return Estimate(pose, deformation, scale, pyramid.at(_evidence_level_mm(cfg)), target, fell_back)
+        return Estimate(pose, deformation, scale, pyramid.at(evidence_level_mm(cfg)), target, fell_back)
 
     @contextmanager
     def _stage(self, times, name):
@@ -143,11 +143,6 @@ class Registration:
         if self.device.type == "cuda":
             torch.cuda.synchronize()
         times[name] = times.get(name, 0.0) + time.perf_counter() - t0
-
-
-def _evidence_level_mm(cfg) -> float:
-    """The level the safety net compares costs on: the finest level a deformable stage worked on."""
-    return cfg["refine"]["level_mm"] if cfg["refine"]["enabled"] else cfg["deformable_discrete"]["levels_mm"][-1]
 
 
 def _fingerprint(fixed, moving, spacing) -> str:

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 import torch
 
 from .pyramid import Level
-from .stages import Deformation, GlobalPose
-from .warp import apply_affine, resize_field, sample
+from .stages import Deformation, GlobalPose, sequence_cost
+from .warp import apply_affine, resize_field
 
 
 @dataclass
@@ -42,13 +42,6 @@ class Decision:
     action: str                # "kept" or what was used instead
     reason: str                # one line for the log and timings.json
     ratios: dict               # candidate name -> {sequence: cost / identity cost}
-
-
-def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float:
-    """Fan-weighted MIND SSD of one sequence's features sampled at `positions` against the iUS features."""
-    total_weight = level.weight.sum().clamp_min(1.0)
-    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
-    return float(((difference ** 2).mean(0, keepdim=True) * level.weight).sum() / total_weight)
 
 
 def positions_of(candidate: Candidate, level: Level) -> torch.Tensor:

@@ -111,18 +111,26 @@ def plausible_scale(deformation: Deformation | None, cfg) -> float:
     return 0.0
 
 
+def evidence_level_mm(cfg) -> float:
+    """The level results are compared with the identity on: the finest level a deformable stage worked on."""
+    return cfg["refine"]["level_mm"] if cfg["refine"]["enabled"] else cfg["deformable_discrete"]["levels_mm"][-1]
+
+
+def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float:
+    """Fan-weighted MIND SSD of one sequence's features sampled at `positions` against the iUS features."""
+    total_weight = level.weight.sum().clamp_min(1.0)
+    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
+    return float(((difference ** 2).mean(0, keepdim=True) * level.weight).sum() / total_weight)
+
+
 def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
                                 scale: float, weights, cfg) -> bool:
-    """Safety net: the weighted MIND SSD of the result on the refinement level against doing nothing."""
-    rc, dd = cfg["refine"], cfg["deformable_discrete"]
-    level = pyramid.at(rc["level_mm"] if rc["enabled"] else dd["levels_mm"][-1])
+    """Safety net, part 1: the weighted MIND SSD the model optimised, of the result against doing nothing."""
+    level = pyramid.at(evidence_level_mm(cfg))
     x = level.identity()
 
     def cost(positions):
-        total_weight = level.weight.sum().clamp_min(1.0)
-        return sum(w * float((((level.fixed.float() - sample(level.moving[n].float(), positions, level.spacing)) ** 2)
-                              .mean(0, keepdim=True) * level.weight).sum() / total_weight)
-                   for n, w in weights.items())
+        return sum(w * sequence_cost(level, positions, n) for n, w in weights.items())
 
     field = 0 if deformation is None else scale * resize_field(deformation.field, level.shape)
     return cost(apply_affine(pose.matrix, x + field)) > cost(x)
