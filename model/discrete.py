@@ -19,8 +19,7 @@ def cost_volume(ff, mfs, w, offsets, box_radius):
     d, h, wd = ff.shape[1:]
     out = torch.empty((offsets.shape[0], d, h, wd), device=ff.device, dtype=torch.float32)
     pads = [F.pad(mf.unsqueeze(0).float(), [r] * 6, mode="replicate")[0].to(mf.dtype) for mf, _ in mfs]
-    for k in range(offsets.shape[0]):
-        o = [int(v) + r for v in offsets[k]]
+    for k, o in enumerate((offsets + r).tolist()):
         acc = None
         for (mf, sw), mp in zip(mfs, pads):
             diff = torch.sub(ff, mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]).square_()
@@ -34,36 +33,53 @@ def cost_volume(ff, mfs, w, offsets, box_radius):
     return out
 
 
-def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=None):
+def shifted_stack(vol, offsets):
+    """(K, D, H, W): vol (1, D, H, W) read at x + offset_k for every integer offset (replicate border)."""
+    r = int(offsets.abs().max())
+    d, h, w = vol.shape[1:]
+    padded = F.pad(vol.unsqueeze(0), [r] * 6, mode="replicate")[0, 0]
+    out = torch.empty((offsets.shape[0], d, h, w), device=vol.device, dtype=vol.dtype)
+    for k, o in enumerate((offsets + r).tolist()):
+        out[k] = padded[o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + w]
+    return out
+
+
+def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=None, chunk=4096):
     """Alternate a smooth field v (confidence-weighted Gaussian of u) and a per-voxel soft argmin of
     cost + lambda |d - v|^2 (distances in level voxels, so lambda means the same at every level).
     Weighting by conf keeps voxels with a flat cost (outside the fan, cavity) from pulling v to zero."""
     k, d, h, w = cost.shape
+    n = d * h * w
+    dev = cost.device
     c = cost.reshape(k, -1)
     if conf is None:
-        conf = torch.ones((1, d, h, w), device=cost.device)
+        conf = torch.ones((1, d, h, w), device=dev)
     # scale costs so the temperature and lambdas mean the same for any feature/weight scale: the
     # confidence-weighted mean, NOT the mean over the box (a large box with a small fan, e.g. 256^3 at
     # 0.5 mm, would otherwise dilute the scale and sharpen the soft argmin / weaken the coupling)
     cw = conf.float().reshape(-1)
     scale = ((c.mean(0) * cw).sum() / cw.sum().clamp_min(1e-8)).clamp_min(1e-8)
-    c = c / scale
-    sp = torch.tensor(spacing, device=cost.device, dtype=torch.float32)
+    sp = torch.tensor(spacing, device=dev, dtype=torch.float32)
     dv = disp_mm / sp  # (K, 3) level voxels
-    v = torch.zeros(3, d * h * w, device=cost.device)
-    u = v
     conf = conf.float().clamp_min(1e-3)
     den = smooth(conf, sigma)
+    # softmax logits -(c / scale + lam |d - v|^2) / T = base + [d, |d|^2] . [2 lam v / T, -lam / T]: the
+    # |v|^2 term is the same for every candidate and cancels in the softmax, so each lambda costs one fused
+    # multiply-add per candidate; voxels go in chunks so the (K, chunk) block stays in cache
+    base = c * (-1.0 / (scale * temperature))
+    a = torch.cat([dv, dv.pow(2).sum(1, keepdim=True)], 1)  # (K, 4)
+    v = torch.zeros(3, n, device=dev)
+    block = torch.empty(k, min(chunk, n), device=dev)
     for lam in lambdas:
-        if lam > 0:
-            pen = (dv.pow(2).sum(1, keepdim=True) - 2 * dv @ v + v.pow(2).sum(0, keepdim=True))
-            e = c + lam * pen
-        else:
-            e = c
-        p = torch.softmax(-e / temperature, 0)
-        u = dv.t() @ p  # (3, N) level voxels
+        b_scale = torch.tensor([2 * lam / temperature] * 3 + [-lam / temperature], device=dev).view(4, 1)
+        vb = torch.cat([v, torch.ones(1, n, device=dev)], 0) * b_scale
+        u = torch.empty(3, n, device=dev)
+        for s in range(0, n, chunk):
+            e = min(n, s + chunk)
+            logits = torch.addmm(base[:, s:e], a, vb[:, s:e], out=block[:, :e - s])
+            torch.mm(dv.t(), torch.softmax(logits, 0), out=u[:, s:e])
         v = (smooth(u.reshape(3, d, h, w) * conf, sigma) / den).reshape(3, -1)
-    return (v.reshape(3, d, h, w) * sp.view(3, 1, 1, 1))
+    return v.reshape(3, d, h, w) * sp.view(3, 1, 1, 1)
 
 
 def compose_ic(uf, ub, spacing, iterations):
@@ -92,18 +108,11 @@ def discrete_field(ff, mfs, w, spacing, radius, dcfg):
     for mf, sw in mfs:
         cb = cost_volume(mf, [(ff, sw)], torch.ones_like(w), offsets, 0)
         acc = cb if acc is None else acc + cb
-    r = radius
-    wp = F.pad(w.unsqueeze(0), [r] * 6, mode="replicate")[0]
-    d, h, wd = w.shape[1:]
     # average cost over the candidates that land in the fan (independent of the box size)
-    wks = [wp[0, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]
-           for o in ([int(v) + r for v in offsets[k]] for k in range(offsets.shape[0]))]
-    num = sum(float((acc[k] * wk).sum()) for k, wk in enumerate(wks))
-    cbar = num / max(sum(float(wk.sum()) for wk in wks), 1e-8)
-    wb = torch.zeros_like(w)
-    for k, wk in enumerate(wks):
-        acc[k] = acc[k] * wk + (1 - wk) * cbar
-        wb = torch.maximum(wb, wk[None])
+    landed = shifted_stack(w, offsets)  # (K, ...) the fan weight at each candidate's landing voxel
+    cbar = float((acc * landed).sum()) / max(float(landed.sum()), 1e-8)
+    acc.sub_(cbar).mul_(landed).add_(cbar)  # acc * landed + (1 - landed) * cbar
+    wb = landed.amax(0, keepdim=True)
     br = dcfg["cost_box_radius"]
     if br > 0:
         acc = F.avg_pool3d(F.pad(acc.unsqueeze(0), [br] * 6, mode="replicate"), 2 * br + 1, 1)[0]

@@ -29,15 +29,21 @@ def adam_refine(ff, mfs, w, spacing, A, u0, rcfg):
     p = u0.clone().float().requires_grad_(True)
     opt = torch.optim.Adam([p], lr=rcfg["lr"])
     wsum = w.sum().clamp_min(1.0)
-    ffl = ff.float()
+    # the data term lives where w > 0 (the fan): only those voxels are sampled (the same loss and gradient;
+    # a fan fills a fraction of its box, and sampling is most of the work)
+    inside = w.reshape(-1) > 0
+    if not bool(inside.any()):
+        inside = torch.ones_like(inside)
+    wi, ffi = w.reshape(-1)[inside], ff.float().reshape(ff.shape[0], -1)[:, inside]
+    xi = x.reshape(3, -1)[:, inside]
     for it in range(int(rcfg["iterations"])):
         opt.zero_grad(set_to_none=True)
         u = _smooth_param(p, rcfg["smooth_passes"])
-        pos = apply_affine(A, x + u)
+        pos = apply_affine(A, xi + u.reshape(3, -1)[:, inside])
         data = 0.0
         for mf, sw in mfs:
-            warped = sample(mf.float(), pos, spacing)
-            data = data + sw * ((ffl - warped).pow(2).mean(0, keepdim=True) * w).sum() / wsum
+            warped = sample(mf.float(), pos.view(3, -1, 1, 1), spacing).view(ffi.shape)
+            data = data + sw * ((ffi - warped).pow(2).mean(0) * wi).sum() / wsum
         uv = u / sp  # level voxels: the same weight means the same smoothness at every resolution
         # summed over the box, normalised by the fan weight like the data term: the balance does not
         # depend on how much empty box surrounds the fan (a mean over voxels would, 256^3 vs RESECT)

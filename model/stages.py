@@ -11,7 +11,7 @@ from .discrete import discrete_field
 from .pyramid import FeaturePyramid, Level
 from .refine import adam_refine
 from .rigid import trimmed_fit
-from .warp import apply_affine, identity_mm, min_jacobian_mm, resize_field, sample
+from .warp import apply_affine, min_jacobian_mm, min_jacobian_vox, resize_field, sample
 
 
 @dataclass
@@ -139,18 +139,29 @@ def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, defor
 def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing):
     """The voxel field on the full fixed grid: (i, j, k, 3) as a view of a (3, k, j, i) float32 block (the
     NIfTI writer's order and the DSPF array, so neither transposes the field on the CPU), its smallest Jacobian,
-    and the deformable scale used (halved again until no fold, the pose alone as a last resort)."""
+    and the deformable scale used (halved again until no fold, the pose alone as a last resort).
+
+    Built directly in that block's order: the pose's part (A - I) x + t is an affine function of the index,
+    summed from its three axes by broadcasting; the deformable part A u is the upsampled working field, whose
+    axes are reversed before upsampling (trilinear interpolation works per axis, so this commutes)."""
     dev = pose.matrix.device
-    mm_per_voxel = torch.tensor(spacing, device=dev).view(3, 1, 1, 1)
-    upsampled = None if deformation is None else resize_field(deformation.field, shape)
+    writer_shape = tuple(int(n) for n in shape[::-1])             # (k, j, i)
+    mm_per_voxel = torch.tensor(spacing, device=dev, dtype=torch.float32)
+    linear, shift = pose.matrix[:3, :3].float(), pose.matrix[:3, 3].float()
+    axes = [torch.arange(n, device=dev, dtype=torch.float32) * s for n, s in zip(shape, spacing)]  # i, j, k mm
+    upsampled = None if deformation is None else resize_field(deformation.field.permute(0, 3, 2, 1), writer_shape)
     while True:
-        x = identity_mm(shape, spacing, dev)
-        positions = x if upsampled is None or scale == 0 else x + scale * upsampled
-        disp_mm = apply_affine(pose.matrix, positions) - x
-        del positions, x
-        jmin = min_jacobian_mm(disp_mm, spacing)
+        planes = torch.empty((3,) + writer_shape, device=dev, dtype=torch.float32)
+        for c in range(3):  # component c in mm: sum_d (A - I)[c, d] x_d + t_c over the (k, j, i) grid
+            row = linear[c] - torch.eye(3, device=dev)[c]
+            plane = (row[0] * axes[0]).view(1, 1, -1) + (row[1] * axes[1]).view(1, -1, 1) + shift[c]
+            torch.add(plane, (row[2] * axes[2]).view(-1, 1, 1), out=planes[c])
+        if upsampled is not None and scale != 0:
+            planes.view(3, -1).addmm_(linear * scale, upsampled.reshape(3, -1))
+        planes /= mm_per_voxel.view(3, 1, 1, 1)
+        # the Jacobian over the (k, j, i) axes of the (k, j, i) components equals that over (i, j, k)
+        jmin = min_jacobian_vox(planes, channels_reversed=True)
         if jmin > 0 or scale == 0 or upsampled is None:
             break
         scale = scale * 0.5 if scale > 1.0 / 64 else 0.0
-    planes = (disp_mm / mm_per_voxel).permute(0, 3, 2, 1).contiguous().cpu().numpy().astype(np.float32, copy=False)
-    return planes.transpose(3, 2, 1, 0), jmin, scale
+    return planes.cpu().numpy().transpose(3, 2, 1, 0), jmin, scale

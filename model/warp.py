@@ -110,24 +110,32 @@ def smooth(x, sigma):
 
 def jacobian_det_vox(u_vox):
     """J of x -> x + u for a channel-first voxel field, central differences (one-sided at the borders)."""
-    g = []
+    g = [list(torch.gradient(u_vox[c], dim=(0, 1, 2))) for c in range(3)]  # g[c][d] = d u_c / d x_d
     for c in range(3):
-        g.append(torch.stack(torch.gradient(u_vox[c], dim=(0, 1, 2)), 0))
-    a = torch.stack(g, 0)  # a[c, d] = d u_c / d x_d
-    a = a + torch.eye(3, dtype=a.dtype, device=a.device).view(3, 3, 1, 1, 1)
-    return (a[0, 0] * (a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1])
-            - a[0, 1] * (a[1, 0] * a[2, 2] - a[1, 2] * a[2, 0])
-            + a[0, 2] * (a[1, 0] * a[2, 1] - a[1, 1] * a[2, 0]))
+        g[c][c] += 1.0
+    (a, b, c), (d, e, f), (p, q, r) = g
+    # det = a (e r - f q) - b (d r - f p) + c (d q - e p), in place: a few slab-sized temporaries only
+    det = (e * r).sub_(f * q).mul_(a)
+    det.sub_((d * r).sub_(f * p).mul_(b))
+    return det.add_((d * q).sub_(e * p).mul_(c))
 
 
 def min_jacobian_mm(u_mm, spacing, chunk=32):
-    """Smallest J of a mm field, in slabs along axis 0 so a 256^3 field needs little extra memory."""
+    """Smallest J of a (3, D, H, W) mm field (voxel field = mm / spacing)."""
     sp = torch.tensor(spacing, dtype=u_mm.dtype, device=u_mm.device).view(3, 1, 1, 1)
-    n = u_mm.shape[1]
+    return min_jacobian_vox(u_mm / sp, chunk)
+
+
+def min_jacobian_vox(u_vox, chunk=32, channels_reversed=False):
+    """Smallest J of a voxel field, in slabs along axis 0 so a 256^3 field needs little extra memory.
+    channels_reversed: component c is the displacement along spatial axis 2 - c (a field stored in the NIfTI
+    writer's (3, k, j, i) order); each slab's channels are put back in axis order (J is the same)."""
+    n = u_vox.shape[1]
     jmin = float("inf")
     for s in range(0, n, chunk):
         lo, hi = max(0, s - 1), min(n, s + chunk + 1)
-        j = jacobian_det_vox(u_mm[:, lo:hi] / sp)
+        slab = u_vox[:, lo:hi]
+        j = jacobian_det_vox(slab.flip(0) if channels_reversed else slab)
         a, b = s - lo, s - lo + min(chunk, n - s)
         jmin = min(jmin, float(j[a:b].min()))
     return jmin

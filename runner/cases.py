@@ -135,7 +135,13 @@ def write_pair(job: dict) -> PairOutcome:
     # microseconds: a small field is written in under a millisecond, which must not read as 0 s
     return PairOutcome(pair.label, pair.timings_key, {"seconds": round(seconds["total"], 6),
                                                       **{k: round(seconds[k], 6) for k in ("read", "register", "write")},
-                                                      **safety})
+                                                      **model_stages(result), **safety})
+
+
+def model_stages(result) -> dict:
+    """The model's seconds per stage for timings.json (a stand-in model without them reports nothing)."""
+    stages = getattr(result, "stage_seconds", None)
+    return {"model_stages": {k: round(float(v), 6) for k, v in stages.items()}} if stages else {}
 
 
 def safety_report(label: str, result) -> dict:
