@@ -134,9 +134,9 @@ def coarsen(ff, mf, w, spacing, shape_out, spacing_out):
     return dn(ff), {n: dn(v) for n, v in mf.items()}, dn(w)
 
 
-def level_features(us, movs, spacing, fcfg):
-    """us (1, ...) and movs {name: (1, ...)} on one level grid -> fixed features, moving features
-    {name: feats} and a similarity weight (1, ...) (fan mask x anechoic down-weighting)."""
+def fixed_features(us, spacing, fcfg):
+    """The iUS on the base grid -> its features and a similarity weight (1, ...) (fan mask x anechoic
+    down-weighting). They depend on the iUS alone, so every sequence's registration of a case shares them."""
     fan = (us > fcfg["fixed_mask_threshold"]).float()
     # interpolation blurs the fan border: treat partial voxels as outside, then erode a little more
     fan = (smooth(fan, 0.5) > 0.99).float()
@@ -148,6 +148,14 @@ def level_features(us, movs, spacing, fcfg):
     if fcfg["inpaint"]:
         usn = inpaint(usn, fan_e)
     ff = multi_mind(usn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
+    w = fan_e
+    if fcfg["anechoic_downweight"]:
+        w = w * anechoic_weight(us, fan, spacing, fcfg)
+    return ff, w
+
+
+def moving_features(movs, fcfg):
+    """MR images {name: (1, ...)} on the base grid -> their features {name: (C, ...)}."""
     mf = {}
     for name, m in movs.items():
         p99 = torch.quantile(m.flatten()[:: max(1, m.numel() // 200000)].float(), 0.99)
@@ -158,7 +166,4 @@ def level_features(us, movs, spacing, fcfg):
         if fcfg["inpaint"]:
             mn = inpaint(mn, head)
         mf[name] = multi_mind(mn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
-    w = fan_e
-    if fcfg["anechoic_downweight"]:
-        w = w * anechoic_weight(us, fan, spacing, fcfg)
-    return ff, mf, w
+    return mf

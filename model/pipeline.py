@@ -53,7 +53,9 @@ class Registration:
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
         torch.use_deterministic_algorithms(torch.are_deterministic_algorithms_enabled(),
                                            warn_only=torch.is_deterministic_algorithms_warn_only_enabled())
-        self._estimates: dict = {}  # (case fingerprint, target sequence) -> Estimate, one case at most
+        self._case = None           # fingerprint of the case the memo below belongs to
+        self._estimates: dict = {}  # target sequence -> Estimate, for that case
+        self._fixed_base = None     # its iUS features and weight on the base grid
 
     @property
     def device_name(self):
@@ -105,12 +107,12 @@ class Registration:
     def _estimate_once(self, fixed, moving, spacing, sequence, times) -> Estimate:
         """The estimate for one target sequence, computed once per case: the next pair of the same case
         (the other sequence as target) finds it here instead of registering it again."""
-        key = (_fingerprint(fixed, moving, spacing), sequence)
-        if key not in self._estimates:
-            if self._estimates and next(iter(self._estimates))[0] != key[0]:
-                self._estimates.clear()  # a new case: keep one case's estimates at most
-            self._estimates[key] = self._estimate(fixed, moving, spacing, sequence, times)
-        return self._estimates[key]
+        case = _fingerprint(fixed, moving, spacing)
+        if self._case != case:  # a new case: keep one case's estimates and iUS features at most
+            self._case, self._estimates, self._fixed_base = case, {}, None
+        if sequence not in self._estimates:
+            self._estimates[sequence] = self._estimate(fixed, moving, spacing, sequence, times)
+        return self._estimates[sequence]
 
     def _estimate(self, fixed, moving, spacing, target, times) -> Estimate:
         """Features -> global pose -> deformable search -> Adam refinement -> plausibility, for one target
@@ -120,7 +122,8 @@ class Registration:
         weights = {n: float(cfg["sequence_weights"].get(n, 1.0)) for n in names}  # any sequence name: 1 unless set
         with self._stage(times, "features"):
             pyramid = FeaturePyramid(_to_device(fixed, self.device), {n: _to_device(moving[n], self.device)
-                                                                     for n in names}, spacing, cfg)
+                                                                     for n in names}, spacing, cfg, self._fixed_base)
+            self._fixed_base = pyramid.fixed_base  # the case's other sequence reuses the iUS features
             for res in _levels_used(cfg):
                 pyramid.at(res)
         with self._stage(times, "global"):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
-from .features import coarsen, level_features, pca_reduce
+from .features import coarsen, fixed_features, moving_features, pca_reduce
 from .warp import downsample, identity_mm, level_grid, sample
 
 
@@ -30,17 +30,23 @@ class Level:
 
 
 class FeaturePyramid:
-    """`at(res_mm)` gives the Level of about res_mm (never finer than the input, at most max_working_voxels)."""
+    """`at(res_mm)` gives the Level of about res_mm (never finer than the input, at most max_working_voxels).
+    `fixed_base`: the iUS features and weight on the base grid from an earlier pyramid of the same iUS
+    (`self.fixed_base`), so a case's second sequence does not compute them again."""
 
-    def __init__(self, fixed: torch.Tensor, moving: dict[str, torch.Tensor], spacing, cfg):
+    def __init__(self, fixed: torch.Tensor, moving: dict[str, torch.Tensor], spacing, cfg, fixed_base=None):
         self.shape, self.spacing, self.device = tuple(fixed.shape[1:]), spacing, fixed.device
         self.max_voxels = cfg["max_working_voxels"]
         self.half = cfg["precision"] == "fp16"
         # MIND on a fine base grid; coarser levels resample these features (robust across modalities)
         base_shape, self.base_spacing = level_grid(self.shape, spacing, cfg["feature_mm"], cfg["max_feature_voxels"])
-        us = downsample(fixed, spacing, base_shape, self.base_spacing)
+        if fixed_base is None:
+            us = downsample(fixed, spacing, base_shape, self.base_spacing)
+            fixed_base = fixed_features(us, self.base_spacing, cfg["features"])
+        self.fixed_base = fixed_base
+        ff, w = fixed_base
         mrs = {n: downsample(v, spacing, base_shape, self.base_spacing) for n, v in moving.items()}
-        ff, mf, w = level_features(us, mrs, self.base_spacing, cfg["features"])
+        mf = moving_features(mrs, cfg["features"])
         ff, mf = pca_reduce(ff, mf, cfg["features"]["pca_channels"], w)
         self._base = (ff, mf, w)
         self._levels: dict = {}

@@ -107,9 +107,9 @@ def test_multi_sequence_fuses_the_other_mr_only_when_on(monkeypatch, multi, expe
     from model.stages import GlobalPose
     seen, real = [], pipeline.FeaturePyramid
 
-    def spy(fixed, moving, spacing, cfg):
+    def spy(fixed, moving, spacing, cfg, fixed_base=None):
         seen.append(sorted(moving))
-        return real(fixed, moving, spacing, cfg)
+        return real(fixed, moving, spacing, cfg, fixed_base)
 
     monkeypatch.setattr(pipeline, "FeaturePyramid", spy)
     monkeypatch.setattr(pipeline, "global_pose", lambda pyramid, weights, cfg: GlobalPose(torch.eye(4)))  # fast

@@ -115,6 +115,9 @@ def test_the_model_registers_each_sequence_once_per_case_and_reports_the_net():
     other_case = {n: np.roll(v, 1, axis=0) for n, v in case.items()}
     third = registration.register(np.roll(fixed, 1, axis=0), other_case, (1.0, 1.0, 1.0), "T2")
     assert "global" in third.stage_seconds  # a new case is registered, not served from the last one
+    fresh = Registration(load_config(overrides=FAST), device="cpu").register(
+        np.roll(fixed, 1, axis=0), other_case, (1.0, 1.0, 1.0), "T2")
+    assert np.array_equal(third.displacement, fresh.displacement)  # nothing of the last case (its iUS features) reused
     off = Registration(load_config(overrides={**FAST, "safety": {"cross_sequence": False}}), device="cpu")
     off.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
     assert "global" in off.register(fixed, case, (1.0, 1.0, 1.0), "T2").stage_seconds  # ceT1 alone was registered
