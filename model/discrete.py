@@ -2,7 +2,7 @@
 import torch
 import torch.nn.functional as F
 
-from .warp import identity_mm, sample, smooth
+from .warp import box_mean, identity_mm, sample, smooth
 
 
 def displacement_set(radius, spacing, device):
@@ -27,10 +27,7 @@ def cost_volume(ff, mfs, w, offsets, box_radius):
             acc = c if acc is None else acc + c
         out[k] = acc
     out *= w[0]
-    if box_radius > 0:
-        kb = 2 * box_radius + 1
-        out = F.avg_pool3d(F.pad(out.unsqueeze(0), [box_radius] * 6, mode="replicate"), kb, 1)[0]
-    return out
+    return box_mean(out, box_radius)
 
 
 def shifted_stack(vol, offsets):
@@ -113,8 +110,6 @@ def discrete_field(ff, mfs, w, spacing, radius, dcfg):
     cbar = float((acc * landed).sum()) / max(float(landed.sum()), 1e-8)
     acc.sub_(cbar).mul_(landed).add_(cbar)  # acc * landed + (1 - landed) * cbar
     wb = landed.amax(0, keepdim=True)
-    br = dcfg["cost_box_radius"]
-    if br > 0:
-        acc = F.avg_pool3d(F.pad(acc.unsqueeze(0), [br] * 6, mode="replicate"), 2 * br + 1, 1)[0]
+    acc = box_mean(acc, dcfg["cost_box_radius"])
     ub = coupled_convex(acc, disp_mm, *args[:-1], wb)
     return compose_ic(uf, ub, spacing, dcfg["ic_iterations"])

@@ -3,7 +3,7 @@
 import torch
 import torch.nn.functional as F
 
-from .warp import smooth
+from .warp import box_mean, smooth
 
 
 def robust_normalise(img, mask):
@@ -75,9 +75,7 @@ def mind_ssc(img, dilation=1, patch_radius=1):
         ob = [v * r for v in _SIX[b]]
         chans.append((_shift(xp, oa, r) - _shift(xp, ob, r)) ** 2)
     ssd = torch.cat(chans, 0)
-    if patch_radius > 0:  # patch distance = box-filtered squared differences
-        k = 2 * patch_radius + 1
-        ssd = F.avg_pool3d(F.pad(ssd.unsqueeze(0), [patch_radius] * 6, mode="replicate"), k, 1)[0]
+    ssd = box_mean(ssd, patch_radius)  # patch distance = box-filtered squared differences
     ssd = ssd - ssd.min(0, keepdim=True).values
     var = ssd.mean(0, keepdim=True)
     # variance floor: keeps flat regions (and fp noise) from producing random descriptors

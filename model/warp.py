@@ -82,6 +82,21 @@ def downsample(vol, spacing, shape_out, spacing_out):
     return F.grid_sample(x.unsqueeze(0), grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
 
+def box_mean(x, radius):
+    """Mean over the (2 radius + 1)^3 box around each voxel of (C, D, H, W), replicate border: avg_pool3d of the
+    replicate-padded volume, computed as three 1-D sums over slices (a third faster on the CPU)."""
+    if radius <= 0:
+        return x
+    p = F.pad(x.unsqueeze(0), [radius] * 6, mode="replicate")[0]
+    for dim in (1, 2, 3):
+        n = p.shape[dim] - 2 * radius
+        total = torch.add(p.narrow(dim, 0, n), p.narrow(dim, 1, n))
+        for offset in range(2, 2 * radius + 1):
+            total.add_(p.narrow(dim, offset, n))
+        p = total
+    return p.div_(float((2 * radius + 1) ** 3))
+
+
 def gaussian_kernel1d(sigma, device=None):
     r = max(1, int(math.ceil(2.5 * sigma)))
     t = torch.arange(-r, r + 1, dtype=torch.float32, device=device)
@@ -90,22 +105,22 @@ def gaussian_kernel1d(sigma, device=None):
 
 
 def smooth(x, sigma):
-    """Separable Gaussian smoothing of (C, D, H, W), replicate border (no pull towards zero at edges)."""
+    """Separable Gaussian smoothing of (C, D, H, W), replicate border (no pull towards zero at edges): per axis,
+    a weighted sum of shifted slices (a depthwise conv3d with a 1-D kernel is up to 10x slower on the CPU)."""
     if sigma <= 0:
         return x
     k = gaussian_kernel1d(sigma, x.device).to(x.dtype)
-    r = (k.numel() - 1) // 2
-    c = x.shape[0]
-    y = x.unsqueeze(0)
-    for ax in range(3):
-        shp = [1, 1, 1]
-        shp[ax] = k.numel()
-        w = k.view(1, 1, *shp).repeat(c, 1, 1, 1, 1)
+    weights = k.tolist()
+    r = (len(weights) - 1) // 2
+    for dim in (1, 2, 3):
         pad = [0] * 6
-        pad[2 * (2 - ax)] = r
-        pad[2 * (2 - ax) + 1] = r
-        y = F.conv3d(F.pad(y, pad, mode="replicate"), w, groups=c)
-    return y[0]
+        pad[2 * (3 - dim)] = pad[2 * (3 - dim) + 1] = r
+        padded = F.pad(x.unsqueeze(0), pad, mode="replicate")[0]
+        n = x.shape[dim]
+        x = padded.narrow(dim, 0, n) * weights[0]
+        for t in range(1, len(weights)):
+            x.add_(padded.narrow(dim, t, n), alpha=weights[t])
+    return x
 
 
 def jacobian_det_vox(u_vox):

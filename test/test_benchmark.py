@@ -118,3 +118,20 @@ def test_a_crashed_method_fails_the_benchmark_run(tmp_path, capsys):
     assert code == 1
     assert "ERROR: method(s) exited non-zero: identity (exit code 2)" in capsys.readouterr().err
     assert json.loads((tmp_path / "out" / "benchmark.json").read_text())[0]["method"] == "identity"
+
+
+def test_speed_benchmark_reports_each_layout_from_the_runs_timings(tmp_path, capsys):
+    from benchmarks import speed
+    write_dataset([make_simulated_case(6, shape=(40, 40, 40), spacing=3.2)], str(tmp_path / "data"))
+    case = str(tmp_path / "data" / "imagesTr" / "ReMIND2Reg_0001")
+    assert speed.main(["--case", case, "--repeats", "1", "--layouts", "one,all"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {r[0]: dict(zip(header, r)) for r in ([c.strip() for c in line.strip("|").split("|")]
+                                                 for line in lines[2:])}
+    assert set(rows) == {speed.LAYOUTS["one"][2], speed.LAYOUTS["all"][2]}
+    one, both = rows[speed.LAYOUTS["one"][2]], rows[speed.LAYOUTS["all"][2]]
+    assert one["pairs"] == "1" and both["pairs"] == "2"
+    for row in (one, both):  # the model's stages come from timings.json: a missing key would read as 0.0
+        assert float(row["features"]) > 0 and float(row["refine"]) > 0 and float(row["peak_gb"]) > 0.05
+        assert float(row["wall"]) >= float(row["seconds"]) >= float(row["register"]) > 0

@@ -101,3 +101,35 @@ def test_jacobian_of_a_linear_map_is_its_determinant_in_either_channel_order():
     # the writer's (3, k, j, i) block: spatial axes reversed, component c still along index axis c
     writer_block = u.permute(0, 3, 2, 1)
     assert abs(min_jacobian_vox(writer_block, chunk=4, channels_reversed=True) - expected) < 1e-4
+
+
+
+def test_box_mean_is_the_replicate_padded_average_pool():
+    import torch.nn.functional as F
+    from model.warp import box_mean
+    torch.manual_seed(4)
+    x = torch.rand(3, 6, 7, 8)
+    for radius in (1, 2):
+        k = 2 * radius + 1
+        expected = F.avg_pool3d(F.pad(x.unsqueeze(0), [radius] * 6, mode="replicate"), k, 1)[0]
+        assert torch.allclose(box_mean(x, radius), expected, atol=1e-6)
+    assert box_mean(x, 0) is x
+
+
+def test_smooth_is_the_replicate_padded_separable_gaussian_convolution():
+    import torch.nn.functional as F
+    from model.warp import gaussian_kernel1d, smooth
+    torch.manual_seed(5)
+    x = torch.rand(2, 9, 10, 11)
+    for sigma in (0.5, 1.5, 2.0):
+        k = gaussian_kernel1d(sigma)
+        r = (k.numel() - 1) // 2
+        y = x.unsqueeze(0)
+        for axis in range(3):  # the textbook form: a depthwise 1-D convolution per axis
+            shape = [1, 1, 1]
+            shape[axis] = k.numel()
+            pad = [0] * 6
+            pad[2 * (2 - axis)] = pad[2 * (2 - axis) + 1] = r
+            y = F.conv3d(F.pad(y, pad, mode="replicate"), k.view(1, 1, *shape).repeat(2, 1, 1, 1, 1), groups=2)
+        assert torch.allclose(smooth(x, sigma), y[0], atol=1e-6)
+    assert smooth(x, 0) is x
