@@ -1,23 +1,27 @@
 """Deformable refinement: Adam instance optimisation of a smooth, diffusion-regularised field."""
 import torch
 
-from .warp import apply_affine, identity_mm, sample
+from .warp import apply_affine, box_mean, identity_mm, sample
 
 
-def box3(p):
-    """3x3x3 box mean of (C, D, H, W), replicate border, as three 1-D means over slices.
-    Equal to avg_pool3d of the replicate-padded field, but its backward is plain slicing and adds:
-    on CUDA, avg_pool3d's and replication_pad3d's backward kernels use atomicAdd (not deterministic)."""
-    for dim in (1, 2, 3):
-        n = p.shape[dim]
-        q = torch.cat([p.narrow(dim, 0, 1), p, p.narrow(dim, n - 1, 1)], dim)
-        p = (q.narrow(dim, 0, n) + q.narrow(dim, 1, n) + q.narrow(dim, 2, n)) / 3.0
-    return p
+class _SymmetricBox3(torch.autograd.Function):
+    """3x3x3 box mean with a replicate border (warp.box_mean) whose backward is the same box mean of the
+    gradient: per axis the 3-tap mean with a replicate border is a symmetric matrix (first row 2/3, 1/3, ...) and
+    the three axes commute, so the operator is its own adjoint. No autograd node per slice, and no
+    replication_pad3d / avg_pool3d backward (on CUDA those use atomicAdd: not deterministic)."""
+
+    @staticmethod
+    def forward(ctx, p):
+        return box_mean(p, 1)
+
+    @staticmethod
+    def backward(ctx, grad):
+        return box_mean(grad, 1)
 
 
 def _smooth_param(p, passes):
     for _ in range(passes):  # repeated box filters ~ Gaussian: keeps the field smooth by construction
-        p = box3(p)
+        p = _SymmetricBox3.apply(p)
     return p
 
 

@@ -170,13 +170,13 @@ def test_global_pose_beyond_the_shift_bound_is_rejected():
 
 
 def test_refine_box_filter_equals_replicate_avg_pool_values_and_gradients():
-    # box3 replaced avg_pool3d(pad(replicate)) because their CUDA backward kernels use atomicAdd;
-    # it must be the same operator, forward and backward
+    # the refinement's box filter replaced avg_pool3d(pad(replicate)) because their CUDA backward kernels use
+    # atomicAdd; its backward is the same filter (self-adjoint): it must be the same operator, forward and backward
     import torch.nn.functional as F
-    from model.refine import box3
+    from model.refine import _SymmetricBox3
     p = torch.randn(3, 9, 11, 7, dtype=torch.float64, requires_grad=True)
     g = torch.randn(3, 9, 11, 7, dtype=torch.float64)
-    a = box3(p)
+    a = _SymmetricBox3.apply(p)
     b = F.avg_pool3d(F.pad(p.unsqueeze(0), [1] * 6, mode="replicate"), 3, 1)[0]
     assert torch.allclose(a, b, atol=1e-12)
     (ga,) = torch.autograd.grad((a * g).sum(), p)

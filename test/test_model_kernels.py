@@ -6,7 +6,7 @@ compared here with the plain formula on small random problems."""
 import torch
 
 from model.discrete import coupled_convex, displacement_set, shifted_stack
-from model.refine import _smooth_param, adam_refine
+from model.refine import adam_refine
 from model.warp import apply_affine, identity_mm, sample, smooth
 
 
@@ -50,8 +50,24 @@ def test_shifted_stack_reads_each_offset_with_a_replicate_border():
             assert stack[k, i, j, l] == vol[0][src]
 
 
+def box3(p):
+    """3x3x3 box mean, replicate border, as 1-D means over slices: autograd differentiates every slice."""
+    for dim in (1, 2, 3):
+        n = p.shape[dim]
+        q = torch.cat([p.narrow(dim, 0, 1), p, p.narrow(dim, n - 1, 1)], dim)
+        p = (q.narrow(dim, 0, n) + q.narrow(dim, 1, n) + q.narrow(dim, 2, n)) / 3.0
+    return p
+
+
+def _smooth_param(p, passes):
+    for _ in range(passes):
+        p = box3(p)
+    return p
+
+
 def textbook_adam_refine(ff, mf, w, spacing, A, u0, rcfg):
-    """The refinement's loss over every voxel of the box (voxels with w = 0 contribute nothing)."""
+    """The refinement's loss over every voxel of the box (voxels with w = 0 contribute nothing), its gradient
+    by autograd through every slice of the smoothing."""
     x = identity_mm(ff.shape[1:], spacing)
     sp = torch.tensor(spacing).view(3, 1, 1, 1)
     p = u0.clone().requires_grad_(True)
