@@ -148,3 +148,22 @@ def test_the_run_says_when_the_net_replaced_a_field(tmp_path, capsys):
     assert pairs["0001_0000<--0001_0001"]["safety"] == "identity"
     assert pairs["0001_0000<--0001_0001"]["safety_reason"].startswith("the ceT1 field fits T2")
     assert pairs["0001_0000<--0001_0002"]["safety"] == "kept" and "safety_reason" not in pairs["0001_0000<--0001_0002"]
+
+
+def test_the_evidence_scripts_regional_ratio_finds_the_block_a_field_gets_wrong():
+    from benchmarks.safety_evidence import regional_max_ratio
+    from model.safety import Candidate, cost_ratios
+    from model.stages import Deformation
+    level = level_with({"T2": (1, 0, 0)})  # the right answer: a 2 mm shift along i
+    right = Candidate("T2 field", translation((2.0, 0.0, 0.0)), None, 0.0)
+    assert regional_max_ratio(level, right, "T2", 2) < 0.3
+    identity = Candidate("identity", torch.eye(4), None, 0.0)
+    assert abs(regional_max_ratio(level, identity, "T2", 2) - 1.0) < 1e-6
+    # right everywhere but in one corner block of the fan, where it is 4 mm off: globally still better than
+    # the identity, locally worse
+    wrong_there = torch.zeros((3,) + SHAPE)
+    wrong_there[0, 5:12, 5:12, 5:12] = -4.0
+    local = Candidate("T2 field", translation((2.0, 0.0, 0.0)), Deformation(wrong_there, SPACING), 1.0)
+    estimate_ = estimate(level, "T2", (0.0, 0.0, 0.0))
+    assert cost_ratios([local], {"T2": estimate_})["T2 field"]["T2"] < 1.0
+    assert regional_max_ratio(level, local, "T2", 2) > 1.0
