@@ -11,6 +11,7 @@ Per pair: read / register / write seconds and the model's stages from timings.js
 (torch import and model load included) and peak resident memory (wait4's ru_maxrss of that process).
 
     python -m benchmarks.speed --case DATASET/imagesTr/ReMIND2Reg_0001 [--repeats 3] [--layouts one,ceT1,all]
+                               [--json OUT.json]   (the medians at full precision, and every run)
 """
 from __future__ import annotations
 
@@ -64,11 +65,13 @@ def main(argv=None) -> int:
     parser.add_argument("--case", required=True, help="DATASET/imagesTr/ReMIND2Reg_NNNN (the images' common prefix)")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--layouts", default="one,ceT1,all")
+    parser.add_argument("--json", help="write the medians and every run here")
     args = parser.parse_args(argv)
     if not glob.glob(args.case + "_0000.nii.gz"):
         raise SystemExit(f"no {args.case}_0000.nii.gz")
     columns = ("seconds", "read", "register", "write") + STAGES + ("wall", "model_load", "peak_gb")
     print(f"| layout | pairs | {' | '.join(columns)} |\n|---|---|{'---|' * len(columns)}")
+    results = {}
     for layout in args.layouts.split(","):
         runs = []
         for _ in range(args.repeats):
@@ -77,6 +80,10 @@ def main(argv=None) -> int:
         median = {k: statistics.median(r[k] for r in runs) for k in columns}
         cells = " | ".join(f"{median[k]:.2f}" if k == "peak_gb" else f"{median[k]:.1f}" for k in columns)
         print(f"| {LAYOUTS[layout][2]} | {runs[0]['pairs']} | {cells} |", flush=True)
+        results[layout] = {"label": LAYOUTS[layout][2], "pairs": runs[0]["pairs"], "median": median, "runs": runs}
+    if args.json:
+        with open(args.json, "w") as handle:
+            json.dump(results, handle, indent=1)
     return 0
 
 
