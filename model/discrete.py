@@ -13,8 +13,9 @@ def displacement_set(radius, spacing, device):
 
 def cost_volume(ff, mfs, w, offsets, box_radius):
     """Weighted MIND SSD for every integer offset: (K, D, H, W) with cost[k](x) = sum_seq
-    mean_c (ff(x) - mf(x + off_k))^2, times w(x), aggregated over a small box.
-    Offsets are exact integer shifts on the level grid (replicate padding), so no grid misplacement."""
+    mean_c (ff(x) - mf(x + off_k))^2, times w(x) (None: 1), aggregated over a small box.
+    Offsets are exact integer shifts on the level grid (replicate padding), so no grid misplacement.
+    Each offset's plane is weighted and box-filtered as soon as it is made, while it is still in cache."""
     r = int(offsets.abs().max())
     d, h, wd = ff.shape[1:]
     out = torch.empty((offsets.shape[0], d, h, wd), device=ff.device, dtype=torch.float32)
@@ -25,9 +26,10 @@ def cost_volume(ff, mfs, w, offsets, box_radius):
             diff = torch.sub(ff, mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]).square_()
             c = diff.float().sum(0).mul_(sw / ff.shape[0])
             acc = c if acc is None else acc + c
-        out[k] = acc
-    out *= w[0]
-    return box_mean(out, box_radius)
+        if w is not None:
+            acc.mul_(w[0])
+        out[k] = box_mean(acc[None], box_radius)[0]
+    return out
 
 
 def shifted_stack(vol, offsets):
@@ -103,13 +105,13 @@ def discrete_field(ff, mfs, w, spacing, radius, dcfg):
     # candidate landing outside the fan gets the average cost (unknown), never a free zero cost.
     acc = None
     for mf, sw in mfs:
-        cb = cost_volume(mf, [(ff, sw)], torch.ones_like(w), offsets, 0)
+        cb = cost_volume(mf, [(ff, sw)], None, offsets, 0)
         acc = cb if acc is None else acc + cb
     # average cost over the candidates that land in the fan (independent of the box size)
     landed = shifted_stack(w, offsets)  # (K, ...) the fan weight at each candidate's landing voxel
     cbar = float((acc * landed).sum()) / max(float(landed.sum()), 1e-8)
-    acc.sub_(cbar).mul_(landed).add_(cbar)  # acc * landed + (1 - landed) * cbar
+    for k in range(acc.shape[0]):  # plane by plane, in cache: acc * landed + (1 - landed) * cbar, box-filtered
+        acc[k] = box_mean(acc[k].sub_(cbar).mul_(landed[k]).add_(cbar)[None], dcfg["cost_box_radius"])[0]
     wb = landed.amax(0, keepdim=True)
-    acc = box_mean(acc, dcfg["cost_box_radius"])
     ub = coupled_convex(acc, disp_mm, *args[:-1], wb)
     return compose_ic(uf, ub, spacing, dcfg["ic_iterations"])
