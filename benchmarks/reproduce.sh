@@ -10,7 +10,7 @@
 #            rim against the post-resection cavity's rim, small fans, fans at the brain's edge, 10-15 mm
 #            offsets, low-contrast iUS), 128^3 at 1 mm (the 128 mm field of view): identity and the model,
 #            then the field errors around the cavity.
-# About 1 h on the 2-core VM (2026-11-29).
+# About 1 h on the 2-core VM (2026-11-29; less since the speed work of 2026-12-01).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -30,3 +30,5 @@ $PY -m benchmarks.run_benchmark --cases "$WORK/stress" --out "$WORK/out_stress" 
 cat "$WORK"/out_*/benchmark.md
 $PY -m benchmarks.field_errors --cases "$WORK/sim256" "$WORK"/out_sim256/{identity,model,abl-*/}
 $PY -m benchmarks.field_errors --cases "$WORK/stress" "$WORK"/out_stress/{identity,model}/
+# speed of one 256^3 pair per input layout, medians of 3 (docs/BENCHMARKS.md section 7; a quiet machine)
+$PY -m benchmarks.speed --case "$WORK/sim256/imagesTr/ReMIND2Reg_0001" --repeats 3 --json "$WORK/speed.json"
