@@ -134,3 +134,20 @@ def test_speed_benchmark_reports_each_layout_from_the_runs_timings(tmp_path, cap
         median = layout["median"]
         assert median["features"] > 0 and median["refine"] > 0 and median["peak_gb"] > 0.05
         assert median["wall"] >= median["seconds"] >= median["register"] > 0
+
+
+def test_box_sensitivity_crop_keeps_each_landmark_on_its_voxel():
+    from benchmarks.box_sensitivity import crop
+    rng = np.random.default_rng(0)
+    fixed = np.zeros((20, 30, 40), np.float32)
+    fixed[5:10, 8:20, 10:30] = rng.random((5, 12, 20)) + 0.5  # the fan
+    moving = {"ceT1": rng.random((20, 30, 40)).astype(np.float32)}
+    points = np.array([[6.0, 9.0, 11.0], [9.0, 19.0, 29.0]])
+    case = dict(fixed=fixed, moving=moving, fixed_landmarks=points, moving_landmarks=points - 1)
+    for margin, shape in ((0, (5, 12, 20)), (3, (11, 18, 26)), (12, (20, 30, 40))):  # the last is cut by the box
+        cut = crop(case, margin)
+        assert cut["fixed"].shape == cut["moving"]["ceT1"].shape == shape
+        for p, q in zip(points.astype(int), cut["fixed_landmarks"].astype(int)):
+            assert cut["fixed"][tuple(q)] == fixed[tuple(p)]
+        for p, q in zip((points - 1).astype(int), cut["moving_landmarks"].astype(int)):
+            assert cut["moving"]["ceT1"][tuple(q)] == moving["ceT1"][tuple(p)]
