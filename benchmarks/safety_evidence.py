@@ -28,8 +28,7 @@ from evaluation.metrics import tre
 from interfaces import conventions as cv
 from model import Registration, load_config
 from model.safety import candidates, cost_ratios, cross_sequence_decision, positions_of
-from model.stages import GlobalPose, full_resolution_field
-from model.warp import sample
+from model.stages import GlobalPose, full_resolution_field, voxel_cost
 
 MIN_REGION_FRACTION = 0.02  # of the fan weight: smaller blocks hold too little tissue to judge
 
@@ -52,8 +51,7 @@ def regional_max_ratio(level, candidate, sequence: str, blocks: int) -> float:
     weight = level.weight[0].reshape(-1)[keep]
 
     def block_costs(positions):
-        difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
-        cost = ((difference ** 2).mean(0) * level.weight[0]).reshape(-1)[keep]
+        cost = voxel_cost(level, positions, sequence).reshape(-1)[keep]
         return torch.bincount(labels[keep], weights=cost.double(), minlength=blocks ** 3)
 
     share = torch.bincount(labels[keep], weights=weight.double(), minlength=blocks ** 3) / float(weight.sum())

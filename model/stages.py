@@ -115,11 +115,17 @@ def evidence_level_mm(cfg) -> float:
     return cfg["refine"]["level_mm"] if cfg["refine"]["enabled"] else cfg["deformable_discrete"]["levels_mm"][-1]
 
 
+def voxel_cost(level: Level, positions: torch.Tensor, sequence: str) -> torch.Tensor:
+    """(1, ...) per voxel: the channel-mean MIND SSD of one sequence's features sampled at `positions` against
+    the iUS features, times the similarity weight (0 outside the fan)."""
+    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
+    return (difference ** 2).mean(0, keepdim=True) * level.weight
+
+
 def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float:
     """Fan-weighted MIND SSD of one sequence's features sampled at `positions` against the iUS features."""
     total_weight = level.weight.sum().clamp_min(1.0)
-    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
-    return float(((difference ** 2).mean(0, keepdim=True) * level.weight).sum() / total_weight)
+    return float(voxel_cost(level, positions, sequence).sum() / total_weight)
 
 
 def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
