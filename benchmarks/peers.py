@@ -3,6 +3,11 @@ resampling, writing and timing are identical to the model's:
 
     python -m benchmarks.peers identity --input IN --output OUT
     python -m benchmarks.peers sitk-mi  --input IN --output OUT
+    python -m benchmarks.peers mcpo     --input IN --output OUT [--mcpo-source PATH] [--mcpo-device cpu|cuda]
+
+mcpo: the 2025 winner's published script, fetched at benchmark run time and never copied into the project
+(benchmarks/mcpo_peer.py; --mcpo-source / $REMIND2REG_MCPO_SOURCE: a local clone, bare git dir or the file;
+--mcpo-device / $REMIND2REG_MCPO_DEVICE, default CUDA when available).
 """
 from __future__ import annotations
 
@@ -13,7 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from benchmarks.mcpo_peer import Mcpo, McpoError
 from interfaces import conventions as cv
+from interfaces import logs
 
 
 @dataclass
@@ -48,7 +55,7 @@ class SitkMutualInformation:
         return PeerResult(displacement, {"sitk_mi": time.perf_counter() - start})
 
 
-PEERS = {"identity": Identity, "sitk-mi": SitkMutualInformation}
+PEERS = {"identity": Identity, "sitk-mi": SitkMutualInformation, "mcpo": Mcpo}
 
 
 def main(argv=None) -> int:
@@ -57,10 +64,26 @@ def main(argv=None) -> int:
     parser.add_argument("--input", required=True, help="organisers' flat folder or Grand Challenge /input")
     parser.add_argument("--output", required=True)
     parser.add_argument("--sequences", default=None, help="ceT1 | T2 | all (default: $REMIND2REG_SEQUENCES or all)")
+    parser.add_argument("--mcpo-source", default=None, metavar="PATH",
+                        help="mcpo only: a local clone / bare git dir of github.com/wjiazheng/MCPO or its "
+                             "MCPO_p4_6543.py (default $REMIND2REG_MCPO_SOURCE, else a clone in ~/.cache/remind2reg)")
+    parser.add_argument("--mcpo-device", default=None, choices=("cpu", "cuda"),
+                        help="mcpo only (default $REMIND2REG_MCPO_DEVICE, else cuda when available)")
     args = parser.parse_args(argv)
+    options = {}
+    if args.peer == "mcpo":
+        options = {"source": args.mcpo_source, "device": args.mcpo_device}
+    elif args.mcpo_source or args.mcpo_device:
+        parser.error("--mcpo-source and --mcpo-device apply only to the mcpo peer")
+    try:
+        registration = PEERS[args.peer](**options)
+    except McpoError as exc:  # before any case: the run's one line says why (exit 2, unusable setup)
+        logs.setup()
+        logs.log.error("FAILED: %s", exc)
+        return 2
     import process
 
-    return process.run(args.input, args.output, registration=PEERS[args.peer](), sequences=args.sequences)
+    return process.run(args.input, args.output, registration=registration, sequences=args.sequences)
 
 
 if __name__ == "__main__":

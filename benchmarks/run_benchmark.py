@@ -7,6 +7,8 @@ folder, `python process.py --input IN --output OUT`, one process per method), th
 
   identity        no registration (u = 0)
   sitk-mi         classic peer: SimpleITK Mattes mutual information, rigid then B-spline
+  mcpo            the 2025 winner's published code (benchmarks/mcpo_peer.py; not in the default list: fetched
+                  at run time, $REMIND2REG_MCPO_SOURCE / $REMIND2REG_MCPO_DEVICE, about 33 min per 256^3 CPU pair)
   model           the project's model, resources/config.json
   abl-*           the model with one stage or ingredient changed (ablations; see ABLATIONS)
   model-repeat, model-cpu, model-fp16
@@ -53,7 +55,7 @@ DEVICE_VARIANTS = {
     "model-fp16": {"precision": "fp16"},
 }
 CONFIGS = {**ABLATIONS, **DEVICE_VARIANTS}
-PEERS = ("identity", "sitk-mi")
+PEERS = ("identity", "sitk-mi", "mcpo")
 DEFAULT_METHODS = ("identity", "sitk-mi") + tuple(ABLATIONS)
 
 
