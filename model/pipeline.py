@@ -10,10 +10,11 @@ import torch
 
 from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this process may use
 
+from .crop import fan_box, pose_in_full_frame
 from .pyramid import FeaturePyramid
 from .safety import Estimate, cross_sequence_decision, single_sequence_decision
 from .stages import (GlobalPose, adam_refinement, deformable_search, evidence_level_mm, full_resolution_field,
-                     global_pose, matches_worse_than_identity, plausible_scale)
+                     global_pose, matches_worse_than_identity, plausible_scale, refine_stages)
 
 
 @dataclass
@@ -88,19 +89,24 @@ class Registration:
         cfg, times = self.cfg, {}
         cross_check = cfg["safety"]["cross_sequence"] and not cfg["multi_sequence"] and len(moving) > 1
         sequences = [target] + ([n for n in moving if n != target] if cross_check else [])
+        # every estimate of the case works on the same box (the fan's, model/crop.py): one frame for the net
+        box = fan_box(fixed, spacing, cfg["crop"], cfg["features"]["fixed_mask_threshold"])
+        fixed, moving = box.cut(fixed), {n: box.cut(v) for n, v in moving.items()}
         estimates = {n: self._estimate_once(fixed, moving, spacing, n, times) for n in sequences}
         with self._stage(times, "full_field"):
             if cross_check and not estimates[target].fell_back:
-                decision = cross_sequence_decision(estimates, target, cfg["safety"]["tolerance"], self.device)
+                decision = cross_sequence_decision(estimates, target, cfg["safety"]["tolerance"], self.device,
+                                                   cfg["safety"]["fuse_sequences"])
             else:
                 decision = single_sequence_decision(estimates[target], self.device)
             chosen = decision.candidate
-            disp, jmin, scale = full_resolution_field(GlobalPose(chosen.pose), chosen.deformation, chosen.scale,
-                                                      tuple(fixed.shape), spacing)
+            pose = pose_in_full_frame(chosen.pose, box, spacing)
+            disp, jmin, scale = full_resolution_field(GlobalPose(pose), chosen.deformation, chosen.scale,
+                                                      box.full_shape, spacing, box)
         times["total"] = sum(times.values())
         own = estimates[target]
         return Result(displacement=disp, stage_seconds=times, device=self.device_name,
-                      affine_mm=chosen.pose.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
+                      affine_mm=pose.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
                       global_passes=own.pose.passes, fell_back=own.fell_back, global_rejected=own.pose.rejected,
                       safety=decision.action, safety_reason=decision.reason)
 
@@ -131,7 +137,8 @@ class Registration:
         with self._stage(times, "deformable_discrete"):
             deformation = deformable_search(pyramid, pose, weights, cfg)
         with self._stage(times, "refine"):
-            deformation = adam_refinement(pyramid, pose, deformation, weights, cfg)
+            for rc in refine_stages(cfg):
+                deformation = adam_refinement(pyramid, pose, deformation, weights, rc)
         with self._stage(times, "full_field"):
             scale = plausible_scale(deformation, cfg)
             fell_back = bool(cfg["plausibility"]["fallback_to_identity"]
@@ -159,6 +166,6 @@ def _fingerprint(fixed, moving, spacing) -> str:
 
 def _levels_used(cfg) -> list[float]:
     """The working levels (mm) the enabled stages ask for: their features are made up front, as one stage."""
-    g, dd, rc = cfg["global"], cfg["deformable_discrete"], cfg["refine"]
+    g, dd = cfg["global"], cfg["deformable_discrete"]
     return ((g["levels_mm"] if g["enabled"] else []) + (dd["levels_mm"] if dd["enabled"] else [])
-            + ([rc["level_mm"]] if rc["enabled"] else []))
+            + [rc["level_mm"] for rc in refine_stages(cfg)])

@@ -73,14 +73,44 @@ def cost_ratios(cands: list[Candidate], estimates: dict[str, Estimate]) -> dict:
                      for s, e in estimates.items()} for c in cands}
 
 
-def cross_sequence_decision(estimates: dict[str, Estimate], target: str, tolerance: float, device) -> Decision:
+def fused_candidate(fields: list[Candidate]) -> Candidate:
+    """The mean of several sequences' fields, as one candidate: positions mean_s A_s(x + s_s u_s(x)) + t_s =
+    A(x + u(x)) + t with A, t the mean pose and u = A^-1 mean_s(A_s s_s u_s). The sequences' errors are partly
+    independent (each has its own contrast-specific bias against the iUS), so their mean is closer to the truth
+    than either (docs/MODEL.md, "Late fusion")."""
+    matrix = torch.stack([c.pose for c in fields]).mean(0)
+    moved = [c.pose[:3, :3] @ (c.scale * c.deformation.field).reshape(3, -1)
+             for c in fields if c.deformation is not None and c.scale != 0]
+    if not moved:
+        return Candidate("fused " + "+".join(c.name.split()[0] for c in fields), matrix, None, 0.0)
+    template = next(c.deformation for c in fields if c.deformation is not None and c.scale != 0)
+    mean_moved = torch.stack(moved).sum(0) / len(fields)
+    field = torch.linalg.solve(matrix[:3, :3], mean_moved).reshape(template.field.shape)
+    return Candidate("fused " + "+".join(c.name.split()[0] for c in fields), matrix,
+                     Deformation(field, template.spacing), 1.0)
+
+
+def cross_sequence_decision(estimates: dict[str, Estimate], target: str, tolerance: float, device,
+                            fuse: bool = False) -> Decision:
     """Keep the target's own result when the other sequence fits it no worse than the identity (+ tolerance);
-    else the candidate whose worse ratio over both sequences is lowest, if that is below 1; else the identity."""
+    else the candidate whose worse ratio over both sequences is lowest, if that is below 1; else the identity.
+    With `fuse`, a kept result is replaced by the mean of every sequence's field that passes the same test
+    (late fusion), when that mean too fits every sequence better than the identity."""
     cands = candidates(estimates, device)
     ratios = cost_ratios(cands, estimates)
     own = next(c for c in cands if c.name == f"{target} field")
     others = [s for s in estimates if s != target]
     if all(ratios[own.name][s] <= 1.0 + tolerance for s in others):
+        # sorted by name (ceT1 before T2): every target of the case gets the same mean, bit for bit
+        agreeing = sorted((c for c in cands if c.name.endswith(" field") and c.deformation is not None
+                           and all(r <= 1.0 + tolerance for r in ratios[c.name].values())),
+                          key=lambda c: c.name.lower())
+        if fuse and len(agreeing) > 1 and any(c is own for c in agreeing):
+            fused = fused_candidate(agreeing)
+            ratios.update(cost_ratios([fused], estimates))
+            if max(ratios[fused.name].values()) < 1.0:
+                return Decision(fused, "fused", f"the fields of {', '.join(c.name.split()[0] for c in agreeing)} "
+                                "agree with every sequence; their mean written", ratios)
         return Decision(own, "kept", f"{'/'.join(others)} agrees with the {target} field", ratios)
     worst = {c.name: max(ratios[c.name].values()) for c in cands}
     best = min((c for c in cands if c.name != "identity"), key=lambda c: worst[c.name])

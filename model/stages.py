@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
+from .crop import Box, full_box
 from .discrete import discrete_field
 from .pyramid import FeaturePyramid, Level
 from .refine import adam_refine
@@ -82,12 +84,20 @@ def deformable_search(pyramid: FeaturePyramid, pose: GlobalPose, weights, cfg) -
     return deformation
 
 
+def refine_stages(cfg) -> list[dict]:
+    """The enabled Adam refinements, coarse then fine, each a full refine section: `refine`, then `refine_fine`
+    (its own level, iterations, regulariser and smoothing; lr and eps from `refine`)."""
+    stages = [cfg["refine"]] if cfg["refine"]["enabled"] else []
+    fine = cfg["refine_fine"]
+    if fine["enabled"]:
+        stages.append({**cfg["refine"], **fine})
+    return stages
+
+
 def adam_refinement(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None, weights,
-                    cfg) -> Deformation | None:
-    """Adam instance optimisation of a smooth, diffusion-regularised field from the discrete result."""
-    rc = cfg["refine"]
-    if not rc["enabled"]:
-        return deformation
+                    rc) -> Deformation | None:
+    """Adam instance optimisation of a smooth, diffusion-regularised field from the discrete result (or the
+    previous refinement's), on the level of refine section `rc`."""
     level = pyramid.at(rc["level_mm"])
     start = (torch.zeros((3,) + level.shape, device=level.fixed.device) if deformation is None
              else resize_field(deformation.field, level.shape))
@@ -112,7 +122,8 @@ def plausible_scale(deformation: Deformation | None, cfg) -> float:
 
 def evidence_level_mm(cfg) -> float:
     """The level results are compared with the identity on: the finest level a deformable stage worked on."""
-    return cfg["refine"]["level_mm"] if cfg["refine"]["enabled"] else cfg["deformable_discrete"]["levels_mm"][-1]
+    stages = refine_stages(cfg)
+    return stages[-1]["level_mm"] if stages else cfg["deformable_discrete"]["levels_mm"][-1]
 
 
 def voxel_cost(level: Level, positions: torch.Tensor, sequence: str) -> torch.Tensor:
@@ -141,20 +152,29 @@ def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, defor
     return cost(apply_affine(pose.matrix, x + field)) > cost(x)
 
 
-def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing):
+def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing,
+                          box: Box | None = None):
     """The voxel field on the full fixed grid: (i, j, k, 3) as a view of a (3, k, j, i) float32 block (the
     NIfTI writer's order and the DSPF array, so neither transposes the field on the CPU), its smallest Jacobian,
     and the deformable scale used (halved again until no fold, the pose alone as a last resort).
 
     Built directly in that block's order: the pose's part (A - I) x + t is an affine function of the index,
     summed from its three axes by broadcasting; the deformable part A u is the upsampled working field, whose
-    axes are reversed before upsampling (trilinear interpolation works per axis, so this commutes)."""
+    axes are reversed before upsampling (trilinear interpolation works per axis, so this commutes).
+    `pose` is in the full grid's frame; a deformation found on a `box` (model/crop.py) covers that box and is
+    continued outside it by its border values (replicate), so the field stays smooth across the box's faces."""
     dev = pose.matrix.device
     writer_shape = tuple(int(n) for n in shape[::-1])             # (k, j, i)
     mm_per_voxel = torch.tensor(spacing, device=dev, dtype=torch.float32)
     linear, shift = pose.matrix[:3, :3].float(), pose.matrix[:3, 3].float()
     axes = [torch.arange(n, device=dev, dtype=torch.float32) * s for n, s in zip(shape, spacing)]  # i, j, k mm
-    upsampled = None if deformation is None else resize_field(deformation.field.permute(0, 3, 2, 1), writer_shape)
+    upsampled = None
+    if deformation is not None:
+        box = box or full_box(shape)
+        upsampled = resize_field(deformation.field.permute(0, 3, 2, 1), box.shape[::-1])
+        if not box.is_full:  # F.pad's order: last axis (i) first
+            pad = [p for axis in range(3) for p in (box.lo[axis], box.full_shape[axis] - box.hi[axis])]
+            upsampled = F.pad(upsampled[None], pad, mode="replicate")[0]
     while True:
         planes = torch.empty((3,) + writer_shape, device=dev, dtype=torch.float32)
         for c in range(3):  # component c in mm: sum_d (A - I)[c, d] x_d + t_c over the (k, j, i) grid

@@ -151,7 +151,9 @@ def safety_report(label: str, result) -> dict:
     if action is None:
         return {}
     reason = getattr(result, "safety_reason", "")
-    if action != "kept":
+    if action == "fused":  # the normal path with both sequences (late fusion): not a warning
+        log.info("%s: safety net: %s", label, reason)
+    elif action != "kept":
         log.warning("%s: safety net: wrote %s instead of its own result: %s", label, action, reason)
     return {"safety": action, **({"safety_reason": reason} if reason else {})}
 

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from model.pyramid import Level
-from model.safety import Estimate, cross_sequence_decision, sequence_cost
-from model.stages import GlobalPose
+from model.safety import Candidate, Estimate, cross_sequence_decision, fused_candidate, positions_of, sequence_cost
+from model.stages import Deformation, GlobalPose
 
 SHAPE, SPACING = (24, 24, 24), (2.0, 2.0, 2.0)
 
@@ -167,3 +167,48 @@ def test_the_evidence_scripts_regional_ratio_finds_the_block_a_field_gets_wrong(
     estimate_ = estimate(level, "T2", (0.0, 0.0, 0.0))
     assert cost_ratios([local], {"T2": estimate_})["T2 field"]["T2"] < 1.0
     assert regional_max_ratio(level, local, "T2", 2) > 1.0
+
+
+def estimate_with_field(level, sequence, pose_mm, field_mm):
+    deformation = Deformation(torch.tensor(field_mm, dtype=torch.float32).view(3, 1, 1, 1).expand((3,) + SHAPE)
+                              .clone(), SPACING)
+    return Estimate(GlobalPose(translation(pose_mm)), deformation, 1.0, level, sequence)
+
+
+def test_fused_candidate_lands_on_the_mean_of_the_positions():
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    rotation = torch.eye(4)
+    c, s = np.cos(0.1), np.sin(0.1)
+    rotation[:2, :2] = torch.tensor([[c, -s], [s, c]], dtype=torch.float32)
+    rotation[:3, 3] = torch.tensor([1.0, 0.5, -2.0])
+    field = torch.stack([level.identity()[0] * 0.05, torch.full(SHAPE, 0.3), torch.zeros(SHAPE)])
+    one = Candidate("ceT1 field", rotation, Deformation(field, SPACING), 0.5)
+    two = Candidate("T2 field", translation((3.0, -1.0, 0.0)), Deformation(torch.ones((3,) + SHAPE), SPACING), 1.0)
+    fused = fused_candidate([one, two])
+    expected = (positions_of(one, level) + positions_of(two, level)) / 2
+    torch.testing.assert_close(positions_of(fused, level), expected, atol=1e-4, rtol=0)
+    assert fused.name == "fused ceT1+T2"
+
+
+def test_fusion_writes_the_mean_when_both_fields_agree():
+    # truth +4 mm; ceT1 found +4.6, T2 found +3.4 (opposite errors): their mean is the truth
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": estimate_with_field(level, "ceT1", (4.0, 0, 0), (0.6, 0, 0)),
+                 "T2": estimate_with_field(level, "T2", (3.0, 0, 0), (0.4, 0, 0))}
+    for target in ("ceT1", "T2"):
+        decision = cross_sequence_decision(estimates, target, 0.0, "cpu", fuse=True)
+        assert decision.action == "fused" and decision.candidate.name == "fused ceT1+T2"
+        assert max(decision.ratios["fused ceT1+T2"].values()) < min(
+            max(decision.ratios["ceT1 field"].values()), max(decision.ratios["T2 field"].values()))
+        shift = positions_of(decision.candidate, level) - level.identity()
+        torch.testing.assert_close(shift[0], torch.full(SHAPE, 4.0), atol=1e-5, rtol=0)
+    assert cross_sequence_decision(estimates, "ceT1", 0.0, "cpu").action == "kept"  # fusion off: as before
+
+
+def test_fusion_leaves_out_a_field_the_other_sequence_rejects():
+    # the T2 field went the wrong way: the ceT1 pair keeps its own (nothing to fuse with), the T2 pair is replaced
+    level = level_with({"ceT1": (2, 0, 0), "T2": (2, 0, 0)})
+    estimates = {"ceT1": estimate_with_field(level, "ceT1", (4.0, 0, 0), (0.0, 0, 0)),
+                 "T2": estimate_with_field(level, "T2", (-6.0, 0, 0), (0.0, 0, 0))}
+    assert cross_sequence_decision(estimates, "ceT1", 0.0, "cpu", fuse=True).action == "kept"
+    assert cross_sequence_decision(estimates, "T2", 0.0, "cpu", fuse=True).candidate.name == "ceT1 field"
