@@ -55,6 +55,10 @@ def _validate(cfg):
     for sec in ("global", "deformable_discrete"):
         if not cfg[sec]["levels_mm"] or any(float(r) <= 0 for r in cfg[sec]["levels_mm"]):
             raise ValueError(f"{sec}.levels_mm must be a non-empty list of positive mm")
+    radius = cfg["global"]["radius"]
+    if isinstance(radius, list) and len(radius) != len(cfg["global"]["levels_mm"]):
+        raise ValueError(f"global.radius has {len(radius)} entries for {len(cfg['global']['levels_mm'])} "
+                         "global.levels_mm: give one per level, or a single number for all")
     if cfg["global"]["model"] not in ("rigid", "affine"):
         raise ValueError(f"global.model must be 'rigid' or 'affine', got {cfg['global']['model']!r}")
     if not 0 < float(cfg["global"]["trim_keep"]) <= 1:
@@ -65,6 +69,9 @@ def _validate(cfg):
         raise ValueError("feature_mm, refine.level_mm and refine_fine.level_mm must be positive")
     if float(cfg["crop"]["margin_mm"]) < 0:
         raise ValueError("crop.margin_mm must be >= 0")
+    gate = cfg["safety"]["small_shift"]
+    if not 0 <= float(gate["floor_mm"]) < float(gate["full_mm"]):
+        raise ValueError("safety.small_shift needs 0 <= floor_mm < full_mm")
     return cfg
 
 

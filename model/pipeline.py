@@ -12,7 +12,7 @@ from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this
 
 from .crop import fan_box, pose_in_full_frame
 from .pyramid import FeaturePyramid
-from .safety import Estimate, cross_sequence_decision, single_sequence_decision
+from .safety import Estimate, cross_sequence_decision, single_sequence_decision, small_shift_gain
 from .stages import (GlobalPose, adam_refinement, deformable_search, evidence_level_mm, full_resolution_field,
                      global_pose, matches_worse_than_identity, plausible_scale, refine_stages)
 
@@ -30,6 +30,8 @@ class Result:
     global_rejected: bool = False   # True when the global pose moved the fan > max_mean_shift_mm (identity kept)
     safety: str = "kept"            # the safety net's action: "kept", or what was written instead
     safety_reason: str = ""         # why, in one line
+    shift_rms_mm: float = None      # rms displacement of the chosen field over the fan (None: gate off)
+    gain: float = 1.0               # < 1: the small-shift gate wrote the field scaled toward the identity
 
 
 def _to_device(array, dev):
@@ -100,15 +102,23 @@ class Registration:
             else:
                 decision = single_sequence_decision(estimates[target], self.device)
             chosen = decision.candidate
+            shift_rms, gain = self._small_shift(chosen, estimates[target])
             pose = pose_in_full_frame(chosen.pose, box, spacing)
             disp, jmin, scale = full_resolution_field(GlobalPose(pose), chosen.deformation, chosen.scale,
-                                                      box.full_shape, spacing, box)
+                                                      box.full_shape, spacing, box, gain)
         times["total"] = sum(times.values())
         own = estimates[target]
         return Result(displacement=disp, stage_seconds=times, device=self.device_name,
                       affine_mm=pose.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
                       global_passes=own.pose.passes, fell_back=own.fell_back, global_rejected=own.pose.rejected,
-                      safety=decision.action, safety_reason=decision.reason)
+                      safety=decision.action, safety_reason=decision.reason, shift_rms_mm=shift_rms, gain=gain)
+
+    def _small_shift(self, chosen, estimate) -> tuple[float | None, float]:
+        """(rms displacement over the fan in mm, gain) of the chosen field; (None, 1) with the gate off."""
+        gate = self.cfg["safety"]["small_shift"]
+        if not gate["enabled"]:
+            return None, 1.0
+        return small_shift_gain(chosen, estimate.evidence, float(gate["floor_mm"]), float(gate["full_mm"]))
 
     def _estimate_once(self, fixed, moving, spacing, sequence, times) -> Estimate:
         """The estimate for one target sequence, computed once per case: the next pair of the same case

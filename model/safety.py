@@ -130,3 +130,17 @@ def single_sequence_decision(estimate: Estimate, device) -> Decision:
                         f"the {estimate.sequence} result matches worse than identity (optimised cost)", {})
     return Decision(Candidate(f"{estimate.sequence} field", estimate.pose.matrix, estimate.deformation,
                               estimate.scale), "kept", "", {})
+
+
+def small_shift_gain(candidate: Candidate, level: Level, floor_mm: float, full_mm: float) -> tuple[float, float]:
+    """The rms displacement (mm) a candidate makes over the fan, and the gain its field is written with:
+    0 at or below floor_mm, 1 from full_mm, linear between. On real iUS the matching lands 1-2 mm from the
+    landmarks from any start (docs/MODEL.md, "Small shifts"), so a field that small is indistinguishable from
+    the matching's own bias and writing it whole can only move a well-aligned case away from its alignment."""
+    fan = level.weight[0] > 0
+    if not bool(fan.any()):
+        return 0.0, 1.0
+    moved = positions_of(candidate, level) - level.identity()
+    rms = float(moved[:, fan].double().pow(2).sum(0).mean().sqrt())
+    gain = min(max((rms - floor_mm) / max(full_mm - floor_mm, 1e-9), 0.0), 1.0)
+    return rms, gain

@@ -153,7 +153,7 @@ def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, defor
 
 
 def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing,
-                          box: Box | None = None):
+                          box: Box | None = None, gain: float = 1.0):
     """The voxel field on the full fixed grid: (i, j, k, 3) as a view of a (3, k, j, i) float32 block (the
     NIfTI writer's order and the DSPF array, so neither transposes the field on the CPU), its smallest Jacobian,
     and the deformable scale used (halved again until no fold, the pose alone as a last resort).
@@ -162,7 +162,8 @@ def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, sca
     summed from its three axes by broadcasting; the deformable part A u is the upsampled working field, whose
     axes are reversed before upsampling (trilinear interpolation works per axis, so this commutes).
     `pose` is in the full grid's frame; a deformation found on a `box` (model/crop.py) covers that box and is
-    continued outside it by its border values (replicate), so the field stays smooth across the box's faces."""
+    continued outside it by its border values (replicate), so the field stays smooth across the box's faces.
+    `gain` < 1 writes the whole displacement scaled toward the identity (the small-shift gate, model/safety.py)."""
     dev = pose.matrix.device
     writer_shape = tuple(int(n) for n in shape[::-1])             # (k, j, i)
     mm_per_voxel = torch.tensor(spacing, device=dev, dtype=torch.float32)
@@ -184,6 +185,8 @@ def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, sca
         if upsampled is not None and scale != 0:
             planes.view(3, -1).addmm_(linear * scale, upsampled.reshape(3, -1))
         planes /= mm_per_voxel.view(3, 1, 1, 1)
+        if gain != 1.0:
+            planes *= gain
         # the Jacobian over the (k, j, i) axes of the (k, j, i) components equals that over (i, j, k)
         jmin = min_jacobian_vox(planes, channels_reversed=True)
         if jmin > 0 or scale == 0 or upsampled is None:

@@ -155,7 +155,14 @@ def safety_report(label: str, result) -> dict:
         log.info("%s: safety net: %s", label, reason)
     elif action != "kept":
         log.warning("%s: safety net: wrote %s instead of its own result: %s", label, action, reason)
-    return {"safety": action, **({"safety_reason": reason} if reason else {})}
+    report = {"safety": action, **({"safety_reason": reason} if reason else {})}
+    rms, gain = getattr(result, "shift_rms_mm", None), getattr(result, "gain", 1.0)
+    if rms is not None:
+        report.update(shift_rms_mm=round(float(rms), 4), gain=round(float(gain), 4))
+        if gain < 1.0:
+            log.warning("%s: small shift: the field moves the fan by %.2f mm rms, within the matching's own "
+                        "error on real iUS; written x%.2f toward the identity", label, rms, gain)
+    return report
 
 
 def write_qc(qc_dir: str | None, name: str, fixed: LoadedImage, moving, displacement) -> None:

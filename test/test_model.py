@@ -10,7 +10,9 @@ from scipy import ndimage as ndi
 from model import Registration, load_config
 from model.warp import downsample, level_grid, min_jacobian_mm, resize_field
 
-FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2}}
+# recovery tests with 2-3 mm shifts: the small-shift gate (tested in test_safety.py) would scale them down
+FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2},
+        "safety": {"small_shift": {"enabled": False}}}
 
 
 def blobs(shape, seed=0, sigma=3.0):

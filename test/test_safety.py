@@ -103,7 +103,12 @@ def test_the_model_registers_each_sequence_once_per_case_and_reports_the_net():
     fixed = blobs((40, 40, 40), seed=5)
     truth = (2.0, -1.0, 0.0)
     case = {"ceT1": shifted(fixed, truth), "T2": shifted(fixed, truth) * 0.5}
-    registration = Registration(load_config(overrides=FAST), device="cpu")
+    fused = Registration(load_config(overrides=FAST), device="cpu")
+    both = [fused.register(fixed, case, (1.0, 1.0, 1.0), target) for target in ("ceT1", "T2")]
+    assert both[0].safety == both[1].safety == "fused"  # two right, agreeing fields: their mean, for each target
+    assert np.array_equal(both[0].displacement, both[1].displacement)
+    unfused = {**FAST, "safety": {"fuse_sequences": False, "small_shift": {"enabled": False}}}
+    registration = Registration(load_config(overrides=unfused), device="cpu")
     first = registration.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
     assert {"features", "global", "refine"} <= set(first.stage_seconds)  # both sequences registered here
     second = registration.register(fixed, case, (1.0, 1.0, 1.0), "T2")
@@ -115,10 +120,10 @@ def test_the_model_registers_each_sequence_once_per_case_and_reports_the_net():
     other_case = {n: np.roll(v, 1, axis=0) for n, v in case.items()}
     third = registration.register(np.roll(fixed, 1, axis=0), other_case, (1.0, 1.0, 1.0), "T2")
     assert "global" in third.stage_seconds  # a new case is registered, not served from the last one
-    fresh = Registration(load_config(overrides=FAST), device="cpu").register(
+    fresh = Registration(load_config(overrides=unfused), device="cpu").register(
         np.roll(fixed, 1, axis=0), other_case, (1.0, 1.0, 1.0), "T2")
     assert np.array_equal(third.displacement, fresh.displacement)  # nothing of the last case (its iUS features) reused
-    off = Registration(load_config(overrides={**FAST, "safety": {"cross_sequence": False}}), device="cpu")
+    off = Registration(load_config(overrides={**FAST, "safety": {"cross_sequence": False, "small_shift": {"enabled": False}}}), device="cpu")
     off.register(fixed, case, (1.0, 1.0, 1.0), "ceT1")
     assert "global" in off.register(fixed, case, (1.0, 1.0, 1.0), "T2").stage_seconds  # ceT1 alone was registered
 
@@ -212,3 +217,30 @@ def test_fusion_leaves_out_a_field_the_other_sequence_rejects():
                  "T2": estimate_with_field(level, "T2", (-6.0, 0, 0), (0.0, 0, 0))}
     assert cross_sequence_decision(estimates, "ceT1", 0.0, "cpu", fuse=True).action == "kept"
     assert cross_sequence_decision(estimates, "T2", 0.0, "cpu", fuse=True).candidate.name == "ceT1 field"
+
+
+def test_small_shift_gain_by_hand():
+    # a pure translation of (3, 4, 0) mm moves every fan voxel by 5 mm rms; floor 4, full 6 -> gain 0.5
+    from model.safety import small_shift_gain
+    level = level_with({"ceT1": (0, 0, 0)})
+    rms, gain = small_shift_gain(Candidate("ceT1 field", translation((3.0, 4.0, 0.0)), None, 0.0), level, 4.0, 6.0)
+    assert rms == pytest.approx(5.0, abs=1e-5) and gain == pytest.approx(0.5, abs=1e-5)
+    assert small_shift_gain(Candidate("x", translation((3.0, 4.0, 0.0)), None, 0.0), level, 5.5, 6.0)[1] == 0.0
+    assert small_shift_gain(Candidate("x", translation((3.0, 4.0, 0.0)), None, 0.0), level, 1.0, 5.0)[1] == 1.0
+    # the deformation counts too (scaled): pose +1 mm in i, field +2 mm in i at scale 0.5 -> 2 mm everywhere
+    field = Deformation(torch.stack([torch.full(SHAPE, 2.0), torch.zeros(SHAPE), torch.zeros(SHAPE)]), SPACING)
+    rms, _ = small_shift_gain(Candidate("x", translation((1.0, 0.0, 0.0)), field, 0.5), level, 1.0, 3.0)
+    assert rms == pytest.approx(2.0, abs=1e-5)
+
+
+def test_gain_scales_the_written_field_toward_the_identity():
+    from model.stages import full_resolution_field
+    pose = translation((1.0, -2.0, 0.5))
+    pose[0, 1] = 0.01
+    field = Deformation(torch.ones((3, 6, 6, 6)) * 0.7, SPACING)
+    whole, _, _ = full_resolution_field(GlobalPose(pose), field, 1.0, (10, 12, 8), SPACING)
+    part, jmin, _ = full_resolution_field(GlobalPose(pose), field, 1.0, (10, 12, 8), SPACING, gain=0.25)
+    np.testing.assert_allclose(part, whole * 0.25, atol=1e-6)
+    assert jmin > 0
+    zero, jmin0, _ = full_resolution_field(GlobalPose(pose), field, 1.0, (10, 12, 8), SPACING, gain=0.0)
+    assert not zero.any() and jmin0 == pytest.approx(1.0)
