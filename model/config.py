@@ -55,6 +55,9 @@ def _validate(cfg):
     for sec in ("global", "deformable_discrete"):
         if not cfg[sec]["levels_mm"] or any(float(r) <= 0 for r in cfg[sec]["levels_mm"]):
             raise ValueError(f"{sec}.levels_mm must be a non-empty list of positive mm")
+    final = cfg["global"]["final_level_mm"]
+    if final is not None and float(final) <= 0:
+        raise ValueError("global.final_level_mm must be positive, or null for none")
     radius = cfg["global"]["radius"]
     if isinstance(radius, list) and len(radius) != len(cfg["global"]["levels_mm"]):
         raise ValueError(f"global.radius has {len(radius)} entries for {len(cfg['global']['levels_mm'])} "

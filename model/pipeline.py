@@ -177,5 +177,6 @@ def _fingerprint(fixed, moving, spacing) -> str:
 def _levels_used(cfg) -> list[float]:
     """The working levels (mm) the enabled stages ask for: their features are made up front, as one stage."""
     g, dd = cfg["global"], cfg["deformable_discrete"]
-    return ((g["levels_mm"] if g["enabled"] else []) + (dd["levels_mm"] if dd["enabled"] else [])
+    final = [g["final_level_mm"]] if g["enabled"] and g["final_level_mm"] else []
+    return ((g["levels_mm"] if g["enabled"] else []) + final + (dd["levels_mm"] if dd["enabled"] else [])
             + [rc["level_mm"] for rc in refine_stages(cfg)])

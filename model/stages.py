@@ -45,20 +45,26 @@ def global_pose(pyramid: FeaturePyramid, weights: dict[str, float], cfg) -> Glob
     if not g["enabled"]:
         return GlobalPose(matrix)
     radii = g["radius"] if isinstance(g["radius"], (list, tuple)) else [g["radius"]] * len(g["levels_mm"])
+
+    def fit_on(res, radius, matrix, discrete_cfg=cfg["discrete"]):
+        level = pyramid.at(res)
+        moved = level.warped_moving(apply_affine(matrix, level.identity()), weights)
+        step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(radius), discrete_cfg)
+        src, dst, selected = _fit_points(level, matrix, step, g["min_weight"])
+        return trimmed_fit(src, dst, level.weight[0][selected], g["model"], g["trim_keep"], g["trim_iterations"]), src
+
     passes = 0
     for passes in range(1, max(int(g["iterations"]), int(g["max_iterations"] or 0)) + 1):
         start = matrix.clone()
         for res, radius in zip(g["levels_mm"], radii):
-            level = pyramid.at(res)
-            moved = level.warped_moving(apply_affine(matrix, level.identity()), weights)
-            step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(radius), cfg["discrete"])
-            src, dst, selected = _fit_points(level, matrix, step, g["min_weight"])
-            matrix = trimmed_fit(src, dst, level.weight[0][selected], g["model"], g["trim_keep"],
-                                 g["trim_iterations"])
+            matrix, src = fit_on(res, radius, matrix)
         if passes >= int(g["iterations"]):
             change = (apply_affine(matrix, src.t()) - apply_affine(start, src.t())).norm(dim=0).max()
             if float(change) < float(g["converge_mm"]):
                 break
+    if g["final_level_mm"]:  # one finer fit once the passes have settled: finer matches for the cost of one level
+        final_cfg = {**cfg["discrete"], "inverse_consistency": bool(g["final_inverse_consistency"])}
+        matrix, src = fit_on(g["final_level_mm"], g["final_radius"], matrix, final_cfg)
     # brain shift plus navigation error is bounded: a pose that moves the fan further on average is a
     # false match (e.g. a fan with little tissue in it), so keep the identity pose instead
     mean_shift = float((apply_affine(matrix, src.t()) - src.t()).norm(dim=0).mean())

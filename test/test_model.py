@@ -222,3 +222,13 @@ def test_cuda_matches_cpu_within_0p1_mm_and_is_deterministic():
     assert gpu1.device.startswith("cuda")
     assert np.array_equal(gpu1.displacement, gpu2.displacement)
     assert np.linalg.norm(cpu.displacement - gpu1.displacement, axis=-1).max() < 0.1
+
+
+def test_global_radius_list_and_final_level_are_validated():
+    from model import load_config
+    assert load_config(overrides={"global": {"levels_mm": [6.0, 3.0], "radius": [3, 2]}})["global"]["radius"] == [3, 2]
+    with pytest.raises(ValueError, match="one per level"):
+        load_config(overrides={"global": {"levels_mm": [6.0, 3.0, 1.5], "radius": [3, 2]}})
+    with pytest.raises(ValueError, match="final_level_mm"):
+        load_config(overrides={"global": {"final_level_mm": 0}})
+    assert load_config(overrides={"global": {"final_level_mm": None}})["global"]["final_level_mm"] is None
