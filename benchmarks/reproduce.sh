@@ -6,6 +6,7 @@
 #   sim256   SIMULATED post-resection cases at the challenge size (256^3, 0.5 mm) with their exact fields:
 #            identity, the model and its ablations, then the field errors around the cavity (field_errors).
 #            The MI peer runs on hybrid5 only: at 256^3 it took about 10 min per pair on the 2-core VM.
+#   given    REAL RESECT case 24 as given (no added deformation): a method must not make it worse
 #   stress   SIMULATED stress cases (docs/SIMULATION.md, "Stress cases": the pre-operative tumour's enhancing
 #            rim against the post-resection cavity's rim, small fans, fans at the brain's edge, 10-15 mm
 #            offsets, low-contrast iUS), 128^3 at 1 mm (the 128 mm field of view): identity and the model,
@@ -20,6 +21,7 @@ data() { [ -f "$WORK/$1/ReMIND2Reg_dataset.json" ] || $PY -m simulation --out "$
 data hybrid5 --n 6 --seed 0 --hybrid --magnitude 5
 data sim256 --n 4 --seed 3000 --anatomy mixed --shape 256
 data stress --n 6 --seed 4007 --stress --shape 128   # seeds 4007-4012: every stressor in at least one case
+data given --n 1 --seed 0 --hybrid --magnitude 0     # RESECT-24 as given: identity 1.10 mm, must not get worse
 $PY -m benchmarks.run_benchmark --cases "$WORK/hybrid5" --out "$WORK/out_hybrid5" \
     --title "Hybrid real iUS (RESECT 24 + known 5 mm deformations), 6 cases x 2 MR"
 $PY -m benchmarks.run_benchmark --cases "$WORK/sim256" --out "$WORK/out_sim256" \
@@ -27,6 +29,8 @@ $PY -m benchmarks.run_benchmark --cases "$WORK/sim256" --out "$WORK/out_sim256" 
     --title "Simulated post-resection, 256^3 at 0.5 mm, 4 cases x 2 MR"
 $PY -m benchmarks.run_benchmark --cases "$WORK/stress" --out "$WORK/out_stress" --methods identity,model \
     --title "Stress cases (SIMULATED: tumour vs cavity, small fans, brain edge, 10-15 mm offsets, low contrast), 128^3 at 1 mm, 6 cases x 2 MR"
+$PY -m benchmarks.run_benchmark --cases "$WORK/given" --out "$WORK/out_given" --methods identity,model \
+    --title "RESECT case 24 as given (REAL iUS, no added deformation; identity 1.10 mm)"
 cat "$WORK"/out_*/benchmark.md
 $PY -m benchmarks.field_errors --cases "$WORK/sim256" "$WORK"/out_sim256/{identity,model,abl-*/}
 $PY -m benchmarks.field_errors --cases "$WORK/stress" "$WORK"/out_stress/{identity,model}/
