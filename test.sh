@@ -55,6 +55,11 @@ for name in sorted(os.listdir(images)):
         if name.endswith("_0002.nii.gz"):
             shutil.copy(os.path.join(images, name), os.path.join(bad, "ReMIND2Reg_0999_0002.nii.gz"))
 open(os.path.join(work, "case_id"), "w").write(first)
+# one MR only (the reference for the one-socket GC jobs: with both MR the fields of the two sequences are fused)
+for folder, modality in (("in-good-cet1", 1), ("in-good-t2", 2)):
+    os.makedirs(os.path.join(work, folder))
+    for m in (0, modality):
+        shutil.copy(os.path.join(images, f"ReMIND2Reg_{first}_{m:04d}.nii.gz"), os.path.join(work, folder))
 # Grand Challenge layout, one folder per interface: inputs.json + /input/images/<slug>/<uuid>.mha
 import json, SimpleITK as sitk
 from interfaces import grand_challenge as gc
@@ -112,6 +117,9 @@ last_err organisers-t2-broken | grep -q "^ERROR: run failed: .*case 0999: ReMIND
   || { echo "FAIL: the last stderr line does not name the broken case: $(last_err organisers-t2-broken)"; exit 1; }
 grep -q "I/O overlaps the registration" "$WORK/log-organisers-t2-broken.txt" \
   || { echo "FAIL: REMIND2REG_OVERLAP_IO=1 did not overlap I/O in the container"; exit 1; }
+run_container organisers-cet1-alone "$CET1" in-good-cet1 0
+run_container organisers-t2-alone "$T2" in-good-t2 0
+clean_err organisers-cet1-alone; clean_err organisers-t2-alone
 docker volume create "$VOLUME" >/dev/null
 # every interface: the sockets decide the sequence (both MRs: the image's build-time sequence)
 run_container gc-cet1 "$CET1" in-gc 0 "${GPU_ARGS[@]}" -v "$VOLUME":/tmp
@@ -148,7 +156,10 @@ assert list(timings) == [cv.pair_key(case, 1)], timings
 t2 = cv.displacement_name(case, 2)
 fields.update(check_dir(os.path.join(work, "out-organisers-t2-broken"), [t2, "timings.json"]))
 differences = {}
-for name, expected in (("gc-cet1", cet1), ("gc-cet1-only", cet1), ("gc-t2-only", t2), ("gc-both-t2-image", t2)):
+fields["alone " + cet1] = check_dir(os.path.join(work, "out-organisers-cet1-alone"), [cet1, "timings.json"])[cet1]
+fields["alone " + t2] = check_dir(os.path.join(work, "out-organisers-t2-alone"), [t2, "timings.json"])[t2]
+for name, expected in (("gc-cet1", cet1), ("gc-cet1-only", "alone " + cet1), ("gc-t2-only", "alone " + t2),
+                       ("gc-both-t2-image", t2)):
     gc_dir = os.path.join(work, f"out-{name}", "images", gc.SLUG_DISPLACEMENT)
     assert sorted(os.listdir(os.path.join(work, f"out-{name}"))) == ["images"], name
     assert os.listdir(gc_dir) == [gc.OUTPUT_FILENAME], (name, os.listdir(gc_dir))
@@ -161,7 +172,7 @@ for name, expected in (("gc-cet1", cet1), ("gc-cet1-only", cet1), ("gc-t2-only",
     log = open(os.path.join(work, f"log-{name}.txt")).read()
     assert f"output for {cv.MODALITIES[int(expected[-8])]}" in log, name
 print(f"checks ok: organisers' ceT1 + T2 (broken case failed alone), every GC interface's DSPF == the organisers' "
-      f"field of the sequence its sockets decide (max diff in voxels {differences}), timings {timings}")
+      f"field of the same inputs, for the sequence its sockets decide (max diff in voxels {differences}), timings {timings}")
 PY
 echo "image sizes: $(for i in "$CET1" "$T2"; do docker image inspect $i --format "$i {{.Size}}" | awk '{printf "%s %.2f GB  ", $1, $2/1e9}'; done)"
 echo "test.sh: PASS"
