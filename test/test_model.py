@@ -154,6 +154,23 @@ def test_resect_hybrid_improves():
     assert res.min_jacobian > 0
 
 
+@pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
+def test_resect_as_given_is_not_made_worse():
+    # the real case with no added deformation (identity 1.10 mm: the navigation's own alignment) must not end
+    # worse than identity, whichever sequence is the target (docs/MODEL.md, "Issue 15": the small-shift gate)
+    from evaluation.metrics import tre
+    from simulation.hybrid import make_hybrid_case
+    c = make_hybrid_case(seed=0, magnitude_mm=0.0, with_true_displacement=False)
+    registration = Registration(load_config(), device="cpu")
+    identity = tre(c["fixed_landmarks"], c["moving_landmarks"], np.zeros(c["fixed"].shape + (3,), np.float32),
+                   c["spacing"]).mean()
+    for target in ("ceT1", "T2"):
+        res = registration.register(c["fixed"], c["moving"], c["spacing"], target)
+        after = tre(c["fixed_landmarks"], c["moving_landmarks"], res.displacement, c["spacing"]).mean()
+        assert after < identity, (target, after, identity)
+        assert res.gain < 1 and res.min_jacobian > 0
+
+
 def test_global_pose_beyond_the_shift_bound_is_rejected():
     # a 3 mm translation is found by the global stage; with the bound set below it, the pose is a "false
     # match" by definition and the identity pose must be kept (the deformable stages are off here)
