@@ -77,17 +77,17 @@ def fused_candidate(fields: list[Candidate]) -> Candidate:
     """The mean of several sequences' fields, as one candidate: positions mean_s A_s(x + s_s u_s(x)) + t_s =
     A(x + u(x)) + t with A, t the mean pose and u = A^-1 mean_s(A_s s_s u_s). The sequences' errors are partly
     independent (each has its own contrast-specific bias against the iUS), so their mean is closer to the truth
-    than either (docs/MODEL.md, "Late fusion")."""
+    on average (docs/MODEL.md, "Issue 15")."""
+    name = "fused " + "+".join(c.name.split()[0] for c in fields)
     matrix = torch.stack([c.pose for c in fields]).mean(0)
     moved = [c.pose[:3, :3] @ (c.scale * c.deformation.field).reshape(3, -1)
              for c in fields if c.deformation is not None and c.scale != 0]
     if not moved:
-        return Candidate("fused " + "+".join(c.name.split()[0] for c in fields), matrix, None, 0.0)
+        return Candidate(name, matrix, None, 0.0)
     template = next(c.deformation for c in fields if c.deformation is not None and c.scale != 0)
     mean_moved = torch.stack(moved).sum(0) / len(fields)
     field = torch.linalg.solve(matrix[:3, :3], mean_moved).reshape(template.field.shape)
-    return Candidate("fused " + "+".join(c.name.split()[0] for c in fields), matrix,
-                     Deformation(field, template.spacing), 1.0)
+    return Candidate(name, matrix, Deformation(field, template.spacing), 1.0)
 
 
 def cross_sequence_decision(estimates: dict[str, Estimate], target: str, tolerance: float, device,
@@ -135,7 +135,7 @@ def single_sequence_decision(estimate: Estimate, device) -> Decision:
 def small_shift_gain(candidate: Candidate, level: Level, floor_mm: float, full_mm: float) -> tuple[float, float]:
     """The rms displacement (mm) a candidate makes over the fan, and the gain its field is written with:
     0 at or below floor_mm, 1 from full_mm, linear between. On real iUS the matching lands 1-2 mm from the
-    landmarks from any start (docs/MODEL.md, "Small shifts"), so a field that small is indistinguishable from
+    landmarks from any start (docs/MODEL.md, "Issue 15"), so a field that small is indistinguishable from
     the matching's own bias and writing it whole can only move a well-aligned case away from its alignment."""
     fan = level.weight[0] > 0
     if not bool(fan.any()):
