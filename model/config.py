@@ -68,7 +68,7 @@ def _validate(cfg):
         raise ValueError("global.trim_keep must be in (0, 1]")
     if cfg["precision"] not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
-    if float(cfg["feature_mm"]) <= 0 or float(cfg["refine"]["level_mm"]) <= 0 or float(cfg["refine_fine"]["level_mm"]) <= 0:
+    if min(float(cfg["feature_mm"]), float(cfg["refine"]["level_mm"]), float(cfg["refine_fine"]["level_mm"])) <= 0:
         raise ValueError("feature_mm, refine.level_mm and refine_fine.level_mm must be positive")
     if float(cfg["crop"]["margin_mm"]) < 0:
         raise ValueError("crop.margin_mm must be >= 0")
