@@ -1,7 +1,8 @@
 """The small-shift gate across placements of the working grids (docs/MODEL.md, "The gate across grid placements").
 
 RESECT-24's real iUS with its T1 / FLAIR as given (no added deformation, identity 1.10 mm) and with small known
-deformations added (simulation.hybrid), registered with both MR in the native box and, embedded in the
+deformations added (simulation.hybrid), registered with both MR (`--one-sequence`: each MR alone, the case of
+the `one_sequence` gate) in the native box and, embedded in the
 challenge's 256^3 box, at several margins of the fan's box (`crop.margin_mm`: each margin puts the working grids
 somewhere else on the anatomy, as the fan's position in the challenge's grid does). Every pair is registered
 once with the gate at gain 1, keeping the field's rms over the fan and its displacement at the 16 landmarks; a
@@ -9,6 +10,7 @@ written field is gain x that field, so each gate in GATES is then replayed on th
 
     python -m benchmarks.gate_placements                       # the documented plan (PLAN), about 12 min (2-core CPU)
     python -m benchmarks.gate_placements --magnitudes 0 --margins-mm 8 20 21   # a quick look (2 min)
+    python -m benchmarks.gate_placements --one-sequence        # each MR alone, twice the pairs (about 25 min)
 """
 from __future__ import annotations
 
@@ -25,13 +27,15 @@ from simulation.hybrid import embed_case, make_hybrid_case
 PLAN = {0.0: [0, 3, 5, 8, 10, 13, 15, 18, 20, 21, 23, 24, 25, 28, 30], 1.0: [0, 5, 10, 15, 20, 25, 30],
         2.0: [0, 5, 10, 15, 20, 25, 30], 3.0: [5, 10, 20], 4.0: [5, 10, 20]}
 GATES = [None, (1.5, 3.0), (2.0, 3.5), (2.0, 4.0), (1.8, 4.25), (1.5, 4.5), (2.5, 4.0)]  # (floor, full) mm
-UNGATED = {"safety": {"small_shift": {"enabled": True, "floor_mm": 0.0, "full_mm": 1e-3}}}  # gain 1, rms reported
+GAIN_ONE = {"floor_mm": 0.0, "full_mm": 1e-3}
+UNGATED = {"safety": {"small_shift": {"enabled": True, **GAIN_ONE, "one_sequence": GAIN_ONE}}}  # gain 1, rms reported
 
 
-def register_ungated(case: dict, margin_mm: float) -> dict:
-    """One pair (target ceT1; both targets get the same fused field): rms over the fan and landmark displacement."""
+def register_ungated(case: dict, margin_mm: float, target: str = "ceT1") -> dict:
+    """One pair: rms over the fan and displacement at the landmarks (with both MR, both targets get the same
+    fused field, so ceT1 stands for both)."""
     cfg = load_config(overrides={**UNGATED, "crop": {"margin_mm": float(margin_mm)}})
-    result = Registration(cfg, device="cpu").register(case["fixed"], case["moving"], case["spacing"], "ceT1")
+    result = Registration(cfg, device="cpu").register(case["fixed"], case["moving"], case["spacing"], target)
     return dict(rms=float(result.shift_rms_mm),
                 u=sample_displacement(result.displacement, case["fixed_landmarks"], np.float64))
 
@@ -48,7 +52,14 @@ def gain_of(rms: float, gate) -> float:
     return min(max((rms - floor) / (full - floor), 0.0), 1.0)
 
 
-def collect(plan: dict, seeds, native: bool, size: int) -> list[dict]:
+def layouts(case: dict, one_sequence: bool) -> list[tuple[str, dict, str]]:
+    """(label, case, target): both MR in the input (the fused field), or each MR alone."""
+    if not one_sequence:
+        return [("both MR", case, "ceT1")]
+    return [(f"{s} alone", {**case, "moving": {s: case["moving"][s]}}, s) for s in sorted(case["moving"])]
+
+
+def collect(plan: dict, seeds, native: bool, size: int, one_sequence: bool = False) -> list[dict]:
     pairs = []
     for magnitude, margins in plan.items():
         for seed in ([0] if magnitude == 0 else seeds):
@@ -56,17 +67,18 @@ def collect(plan: dict, seeds, native: bool, size: int) -> list[dict]:
             boxes = ([("native", case, None)] if native else []) + [(f"{size}^3", None, m) for m in margins]
             embedded = embed_case(case, size) if margins else None
             for box, native_case, margin in boxes:
-                c = native_case if native_case is not None else embedded
-                t0 = time.perf_counter()
-                found = register_ungated(c, 20.0 if margin is None else margin)
-                pair = dict(magnitude=magnitude, seed=seed, box=box, margin=margin, spacing=np.asarray(c["spacing"]),
-                            fixed_landmarks=c["fixed_landmarks"], moving_landmarks=c["moving_landmarks"], **found)
-                pair["identity"] = tre_at_gain(pair, 0.0)
-                pairs.append(pair)
-                where = box if margin is None else f"{box} margin {margin:g} mm"
-                print(f"  {magnitude:g} mm seed {seed} {where}: identity {pair['identity']:.3f}, ungated "
-                      f"{tre_at_gain(pair, 1.0):.3f} mm, rms {pair['rms']:.2f} mm ({time.perf_counter() - t0:.1f} s)",
-                      flush=True)
+                for layout, c, target in layouts(native_case if native_case is not None else embedded, one_sequence):
+                    t0 = time.perf_counter()
+                    found = register_ungated(c, 20.0 if margin is None else margin, target)
+                    pair = dict(magnitude=magnitude, seed=seed, box=box, margin=margin, layout=layout,
+                                spacing=np.asarray(c["spacing"]), fixed_landmarks=c["fixed_landmarks"],
+                                moving_landmarks=c["moving_landmarks"], **found)
+                    pair["identity"] = tre_at_gain(pair, 0.0)
+                    pairs.append(pair)
+                    where = box if margin is None else f"{box} margin {margin:g} mm"
+                    print(f"  {magnitude:g} mm seed {seed} {where}, {layout}: identity {pair['identity']:.3f}, "
+                          f"ungated {tre_at_gain(pair, 1.0):.3f} mm, rms {pair['rms']:.2f} mm "
+                          f"({time.perf_counter() - t0:.1f} s)", flush=True)
     return pairs
 
 
@@ -94,10 +106,12 @@ def main(argv=None) -> int:
     parser.add_argument("--margins-mm", nargs="*", type=float,
                         help="the same margins for every magnitude (default: PLAN's)")
     parser.add_argument("--no-native", action="store_true", help="only the challenge's box")
+    parser.add_argument("--one-sequence", action="store_true",
+                        help="each MR registered alone (the one_sequence gate's case) instead of both together")
     parser.add_argument("--size", type=int, default=256)
     args = parser.parse_args(argv)
     plan = {m: (args.margins_mm if args.margins_mm is not None else PLAN.get(m, [20.0])) for m in args.magnitudes}
-    pairs = collect(plan, args.seeds, not args.no_native, args.size)
+    pairs = collect(plan, args.seeds, not args.no_native, args.size, args.one_sequence)
     print(f"\n{len(pairs)} pairs\n\n{table(pairs)}")
     return 0
 

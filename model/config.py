@@ -73,8 +73,9 @@ def _validate(cfg):
     if float(cfg["crop"]["margin_mm"]) < 0:
         raise ValueError("crop.margin_mm must be >= 0")
     gate = cfg["safety"]["small_shift"]
-    if not 0 <= float(gate["floor_mm"]) < float(gate["full_mm"]):
-        raise ValueError("safety.small_shift needs 0 <= floor_mm < full_mm")
+    for name, values in (("safety.small_shift", gate), ("safety.small_shift.one_sequence", gate["one_sequence"])):
+        if not 0 <= float(values["floor_mm"]) < float(values["full_mm"]):
+            raise ValueError(f"{name} needs 0 <= floor_mm < full_mm")
     return cfg
 
 

@@ -102,7 +102,7 @@ class Registration:
             else:
                 decision = single_sequence_decision(estimates[target], self.device)
             chosen = decision.candidate
-            shift_rms, gain = self._small_shift(chosen, estimates[target])
+            shift_rms, gain = self._small_shift(chosen, estimates[target], decision.action == "fused")
             pose = pose_in_full_frame(chosen.pose, box, spacing)
             disp, jmin, scale = full_resolution_field(GlobalPose(pose), chosen.deformation, chosen.scale,
                                                       box.full_shape, spacing, box, gain)
@@ -113,12 +113,15 @@ class Registration:
                       global_passes=own.pose.passes, fell_back=own.fell_back, global_rejected=own.pose.rejected,
                       safety=decision.action, safety_reason=decision.reason, shift_rms_mm=shift_rms, gain=gain)
 
-    def _small_shift(self, chosen, estimate) -> tuple[float | None, float]:
-        """(rms displacement over the fan in mm, gain) of the chosen field; (None, 1) with the gate off."""
+    def _small_shift(self, chosen, estimate, fused: bool) -> tuple[float | None, float]:
+        """(rms displacement over the fan in mm, gain) of the chosen field; (None, 1) with the gate off. A field
+        from one sequence's registration alone carries that sequence's whole error (the mean of two partly
+        cancels it), so it has its own, higher floor (docs/MODEL.md, "One MR sequence")."""
         gate = self.cfg["safety"]["small_shift"]
         if not gate["enabled"]:
             return None, 1.0
-        return small_shift_gain(chosen, estimate.evidence, float(gate["floor_mm"]), float(gate["full_mm"]))
+        values = gate if fused else gate["one_sequence"]
+        return small_shift_gain(chosen, estimate.evidence, float(values["floor_mm"]), float(values["full_mm"]))
 
     def _estimate_once(self, fixed, moving, spacing, sequence, times) -> Estimate:
         """The estimate for one target sequence, computed once per case: the next pair of the same case
