@@ -11,7 +11,7 @@
 #            rim against the post-resection cavity's rim, small fans, fans at the brain's edge, 10-15 mm
 #            offsets, low-contrast iUS), 128^3 at 1 mm (the 128 mm field of view): identity and the model,
 #            then the field errors around the cavity.
-# About 1 h on the 2-core VM (2026-11-29; less since the speed work of 2026-12-01; +12 min for gate_placements).
+# About 1 h on the 2-core VM (2026-11-29; less since the speed work of 2026-12-01; +26 min for gate_placements).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -39,3 +39,4 @@ $PY -m benchmarks.speed --case "$WORK/sim256/imagesTr/ReMIND2Reg_0001" --repeats
 # the small-shift gate replayed over grid placements: RESECT-24 as given and 1-4 mm added deformations, native box
 # and margins of the fan's box in 256^3 (docs/MODEL.md, "The gate across grid placements"; about 12 min)
 $PY -m benchmarks.gate_placements
+$PY -m benchmarks.gate_placements --one-sequence   # each MR alone: the one_sequence gate ("One MR sequence"; ~14 min)
