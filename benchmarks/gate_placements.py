@@ -21,6 +21,7 @@ import numpy as np
 
 from evaluation.metrics import sample_displacement
 from model import Registration, load_config
+from model.safety import gate_gain
 from simulation.hybrid import embed_case, make_hybrid_case
 
 # the documented plan: the case as given at every margin, small deformations at fewer (magnitude mm -> margins)
@@ -46,10 +47,8 @@ def tre_at_gain(pair: dict, gain: float) -> float:
 
 
 def gain_of(rms: float, gate) -> float:
-    if gate is None:
-        return 1.0
-    floor, full = gate
-    return min(max((rms - floor) / (full - floor), 0.0), 1.0)
+    """The gain the product's gate (model.safety.gate_gain) gives a field of this rms; None: no gate."""
+    return 1.0 if gate is None else gate_gain(rms, *gate)
 
 
 def layouts(case: dict, one_sequence: bool) -> list[tuple[str, dict, str]]:

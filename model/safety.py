@@ -132,6 +132,11 @@ def single_sequence_decision(estimate: Estimate, device) -> Decision:
                               estimate.scale), "kept", "", {})
 
 
+def gate_gain(rms_mm: float, floor_mm: float, full_mm: float) -> float:
+    """The small-shift gate's ramp: 0 at or below floor_mm, 1 from full_mm, linear between."""
+    return min(max((rms_mm - floor_mm) / max(full_mm - floor_mm, 1e-9), 0.0), 1.0)
+
+
 def small_shift_gain(candidate: Candidate, level: Level, floor_mm: float, full_mm: float) -> tuple[float, float]:
     """The rms displacement (mm) a candidate makes over the fan, and the gain its field is written with:
     0 at or below floor_mm, 1 from full_mm, linear between. On real iUS the matching lands 1-2 mm from the
@@ -142,5 +147,4 @@ def small_shift_gain(candidate: Candidate, level: Level, floor_mm: float, full_m
         return 0.0, 1.0
     moved = positions_of(candidate, level) - level.identity()
     rms = float(moved[:, fan].double().pow(2).sum(0).mean().sqrt())
-    gain = min(max((rms - floor_mm) / max(full_mm - floor_mm, 1e-9), 0.0), 1.0)
-    return rms, gain
+    return rms, gate_gain(rms, floor_mm, full_mm)
