@@ -34,6 +34,8 @@ $PY -m benchmarks.run_benchmark --cases "$WORK/given" --out "$WORK/out_given" --
 cat "$WORK"/out_*/benchmark.md
 $PY -m benchmarks.field_errors --cases "$WORK/sim256" "$WORK"/out_sim256/{identity,model,abl-*/}
 $PY -m benchmarks.field_errors --cases "$WORK/stress" "$WORK"/out_stress/{identity,model}/
+# what kind of error the hybrid fields carry over the fan: translation, rotation, strain, the rest (docs/MODEL.md)
+$PY -m benchmarks.error_decomposition --cases "$WORK/hybrid5" "$WORK"/out_hybrid5/{identity,model}/
 # speed of one 256^3 pair per input layout, medians of 3 (docs/BENCHMARKS.md section 7; a quiet machine)
 $PY -m benchmarks.speed --case "$WORK/sim256/imagesTr/ReMIND2Reg_0001" --repeats 3 --json "$WORK/speed.json"
 # the small-shift gate replayed over grid placements: RESECT-24 as given and 1-4 mm added deformations, native box
