@@ -53,6 +53,10 @@ MAIN_DEFAULTS = dict(mind_r=3, mind_d=3, lambda_weight=1.25, grid_sp=6, disp_hw=
 # Sizes its pooling grids (6, 5, 4, 3, 2) do not divide still run, as the challenge's 256^3 did: it pools with
 # floor and stretches the coarse field back over the whole grid, as published (SPEC section 5's edge effect).
 MIN_SIZE = 18
+# Resident memory of a CPU run (the fp32 patch doubles its fp16 cost volumes): a 256^3 pair was killed by the
+# OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/BENCHMARKS.md section 8); a 96^3
+# pair peaked at 2.4 GB. About 1.45 kB per voxel of the fixed grid at 256^3, the figure used for the warning.
+CPU_BYTES_PER_VOXEL = 24.3e9 / 256 ** 3
 
 # In-memory patch for a CPU run, applied in this order; (old, new, expected count). A changed upstream file
 # changes a count and fails loudly. The injected names are set in the module's namespace before it runs.
@@ -228,6 +232,28 @@ def check_grid(shape: tuple[int, ...]) -> None:
                          f"least {MIN_SIZE} voxels (its code samples every 2nd voxel and pools by 6, 5, 4, 3, 2)")
 
 
+def available_memory_bytes() -> int | None:
+    """MemAvailable of /proc/meminfo (bytes), None where it cannot be read."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def cpu_memory_warning(shape: tuple[int, ...], available: int | None) -> str | None:
+    """A one-line warning when a CPU run on this grid likely needs more memory than is available, else None."""
+    need = CPU_BYTES_PER_VOXEL * float(np.prod([int(n) for n in shape]))
+    if available is None or need <= available:
+        return None
+    return (f"MCPO on the CPU may need about {need / 1e9:.0f} GB for a {'x'.join(map(str, shape))} grid (a 256^3 "
+            f"pair held 24 GB when it was killed, 2026-12-02) and {available / 1e9:.0f} GB is available: the kernel "
+            f"may kill it (exit 137); --mcpo-device cuda runs its published fp16 code")
+
+
 def to_voxel_field(displacements, grid_shape: tuple[int, ...]) -> np.ndarray:
     """MCPO's returned array -> the canonical voxel field. Its array is already channel-last, channel c = voxels
     along array axis c, x -> x + u(x) on the fixed grid (what its __main__ saves as the challenge's field), so
@@ -278,6 +304,12 @@ class Mcpo:
         from benchmarks.peers import PeerResult
 
         check_grid(fixed.shape)
+        if self.device == "cpu":
+            warning = cpu_memory_warning(fixed.shape, available_memory_bytes())
+            if warning:
+                from interfaces.logs import log
+
+                log.warning(warning)
         fixed_t = torch.from_numpy(np.ascontiguousarray(fixed, dtype=np.float32))
         moving_t = torch.from_numpy(np.ascontiguousarray(moving[target], dtype=np.float32))
         random.seed(SEED)

@@ -174,6 +174,17 @@ def test_conversion_of_a_hand_computed_field():
         mp.to_voxel_field(bad, shape)
 
 
+def test_cpu_memory_warning_names_need_and_what_is_available():
+    warning = mp.cpu_memory_warning((256, 256, 256), 20e9)
+    assert "about 24 GB for a 256x256x256 grid" in warning and "20 GB is available" in warning
+    assert "--mcpo-device cuda" in warning
+    assert mp.cpu_memory_warning((256, 256, 256), 30e9) is None
+    assert mp.cpu_memory_warning((96, 96, 96), 20e9) is None  # about 1.3 GB
+    assert mp.cpu_memory_warning((256, 256, 256), None) is None  # unknown: no guess
+    available = mp.available_memory_bytes()
+    assert available is None or available > 0
+
+
 def test_grid_sizes_it_accepts():
     for shape in ((18, 18, 18), (18, 40, 26), (60, 60, 60), (256, 256, 256)):
         mp.check_grid(shape)
