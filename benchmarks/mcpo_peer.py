@@ -1,12 +1,13 @@
 """The ReMIND2Reg 2025 winner (MCPO, team next-gen-nn) as a benchmark peer, run from its own published code.
 
     python -m benchmarks.peers mcpo --input IN --output OUT [--mcpo-source PATH] [--mcpo-device cpu|cuda]
+                                    [--mcpo-precision fp32|fp16]
 
 Its code is never copied into this project. At benchmark run time this module gets the one script
 `MCPO_p4_6543.py` of github.com/wjiazheng/MCPO at the pinned commit (from `--mcpo-source` /
 $REMIND2REG_MCPO_SOURCE: a local clone, a bare git dir or the file itself; else a `git clone` into
-~/.cache/remind2reg/mcpo), checks its sha256, patches it in memory (CPU only: device and fp32, each textual
-replacement counted), executes it as a module (not "__main__") and calls it the way its own __main__ does for one
+~/.cache/remind2reg/mcpo), checks its sha256, patches it in memory (CPU only: device, precision fp32 by default
+or its own fp16 with `--mcpo-precision fp16`, each textual replacement counted), executes it as a module (not "__main__") and calls it the way its own __main__ does for one
 pair: `convex_adam_pt_nofu(...)` then `global_block_adam_nofu(...)` with the __main__ defaults.
 
 What it returns is already the organisers' voxel field (SPEC section 3): its __main__ writes the array straight
@@ -41,6 +42,7 @@ MCPO_FILE = "MCPO_p4_6543.py"
 MCPO_SHA256 = "76bae51508448f3ddb05d80df29e95f4805e8bdd2e0cd0fc1f2c2ef7a467990b"  # of MCPO_FILE at MCPO_COMMIT
 SOURCE_ENV = "REMIND2REG_MCPO_SOURCE"
 DEVICE_ENV = "REMIND2REG_MCPO_DEVICE"
+PRECISION_ENV = "REMIND2REG_MCPO_PRECISION"
 SEED = 0  # its Adam stage samples 200 blocks at random per iteration (torch.randperm)
 
 # the arguments of its __main__ (argparse defaults), which is how the published container ran every pair
@@ -57,6 +59,9 @@ MIN_SIZE = 18
 # OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/BENCHMARKS.md section 8); a 96^3
 # pair peaked at 2.4 GB. About 1.45 kB per voxel of the fixed grid at 256^3, the figure used for the warning.
 CPU_BYTES_PER_VOXEL = 24.3e9 / 256 ** 3
+# With --mcpo-precision fp16 (its features and cost volumes kept in fp16, as on its GPU) a 128^3 pair peaked at
+# 2.58 GB against 4.38 GB in fp32 (2026-12-02, fourth session): the same warning scales by that ratio.
+FP16_MEMORY_RATIO = 2.58 / 4.38
 
 # In-memory patch for a CPU run, applied in this order; (old, new, expected count). A changed upstream file
 # changes a count and fails loudly. The injected names are set in the module's namespace before it runs.
@@ -68,7 +73,12 @@ CPU_PATCHES = (
     (".cuda().half()", ".to(__mcpo_device__, __mcpo_dtype__)", 9),             # fp16 grids and scales -> fp32
     (".cuda()", ".to(__mcpo_device__)", 70),                                   # tensors and nn.Modules alike
     ("mind_d).half()", "mind_d).to(__mcpo_dtype__)", 4),                       # MIND-SSC features fp16 -> fp32
+    ("F.avg_pool3d(", "__mcpo_avg_pool3d__(", 30),                             # fp32: F.avg_pool3d itself
 )
+# The CPU has no fp16 avg_pool3d kernel ("not implemented for 'Half'"); with --mcpo-precision fp16 it runs on an
+# fp32 copy and is stored back in fp16 (a GPU's fp16 pooling also accumulates in fp32). Every other op it uses
+# has an fp16 CPU kernel in torch 2.13.
+PRECISIONS = ("fp32", "fp16")
 # What stays after the CPU patch: the returned field's fp16 rounding `.cpu().half().data.numpy()` (a cast of the
 # result on the CPU, as on every device in the published code, so CPU and GPU outputs are quantised alike).
 KEPT_HALF = ".cpu().half()"
@@ -196,7 +206,7 @@ def patch_source(text: str, patches=CPU_PATCHES) -> str:
 
 def patch_for_device(text: str, device: str) -> str:
     """CUDA: the source as published (fp16 included). CPU: every device reference -> the chosen device, fp16
-    compute -> fp32 (CPU_PATCHES), and nothing CUDA left."""
+    storage -> the chosen dtype (CPU_PATCHES), and nothing CUDA left."""
     if device.startswith("cuda"):
         return text
     text = patch_source(text, CPU_PATCHES)
@@ -207,16 +217,29 @@ def patch_for_device(text: str, device: str) -> str:
     return text
 
 
-def load_module(source: bytes, device: str) -> types.ModuleType:
+def avg_pool3d_any_precision(x, *args, **kwargs):
+    """F.avg_pool3d, computed on an fp32 copy for an fp16 CPU tensor (no fp16 kernel there), result in fp16."""
+    import torch
+    import torch.nn.functional as F
+
+    if x.dtype == torch.float16 and x.device.type == "cpu":
+        return F.avg_pool3d(x.float(), *args, **kwargs).half()
+    return F.avg_pool3d(x, *args, **kwargs)
+
+
+def load_module(source: bytes, device: str, precision: str = "fp32") -> types.ModuleType:
     """Execute the (patched) script as module `mcpo_p4_6543` (its __main__ block does not run)."""
     import torch
+    import torch.nn.functional as F
 
     text = patch_for_device(source.decode("utf-8"), device)
     filename = f"<{MCPO_FILE}@{MCPO_COMMIT[:12]}{'' if device.startswith('cuda') else ', patched for CPU'}>"
     linecache.cache[filename] = (len(text), None, text.splitlines(True), filename)  # tracebacks show its lines
     module = types.ModuleType("mcpo_p4_6543")
     module.__file__ = filename
-    module.__dict__.update(__mcpo_device__=torch.device(device), __mcpo_dtype__=torch.float32,
+    half = precision == "fp16"
+    module.__dict__.update(__mcpo_device__=torch.device(device), __mcpo_dtype__=torch.float16 if half else torch.float32,
+                           __mcpo_avg_pool3d__=avg_pool3d_any_precision if half else F.avg_pool3d,
                            __mcpo_synchronize__=lambda: None, __mcpo_empty_cache__=lambda: None)
     with warnings.catch_warnings():  # its module-level warnings.filterwarnings("ignore") stays inside
         exec(compile(text, filename, "exec"), module.__dict__)  # noqa: S102 - pinned, sha256-checked source
@@ -244,14 +267,18 @@ def available_memory_bytes() -> int | None:
     return None
 
 
-def cpu_memory_warning(shape: tuple[int, ...], available: int | None) -> str | None:
+def cpu_memory_warning(shape: tuple[int, ...], available: int | None, precision: str = "fp32") -> str | None:
     """A one-line warning when a CPU run on this grid likely needs more memory than is available, else None."""
     need = CPU_BYTES_PER_VOXEL * float(np.prod([int(n) for n in shape]))
+    if precision == "fp16":
+        need *= FP16_MEMORY_RATIO
     if available is None or need <= available:
         return None
-    return (f"MCPO on the CPU may need about {need / 1e9:.0f} GB for a {'x'.join(map(str, shape))} grid (a 256^3 "
-            f"pair held 24 GB when it was killed, 2026-12-02) and {available / 1e9:.0f} GB is available: the kernel "
-            f"may kill it (exit 137); --mcpo-device cuda runs its published fp16 code")
+    advice = ("--mcpo-device cuda runs its published fp16 code" if precision == "fp16" else
+              "--mcpo-precision fp16 needs about 0.6 x as much; --mcpo-device cuda runs its published fp16 code")
+    return (f"MCPO on the CPU ({precision}) may need about {need / 1e9:.0f} GB for a {'x'.join(map(str, shape))} "
+            f"grid (a 256^3 fp32 pair held 24 GB when it was killed, 2026-12-02) and {available / 1e9:.0f} GB is "
+            f"available: the kernel may kill it (exit 137); {advice}")
 
 
 def to_voxel_field(displacements, grid_shape: tuple[int, ...]) -> np.ndarray:
@@ -284,16 +311,31 @@ def _device(device: str | None) -> str:
                           "with CUDA_VISIBLE_DEVICES)")
 
 
+def _precision(precision: str | None, device: str) -> str:
+    """fp32 (CPU default) or fp16; CUDA runs the published text, which is fp16 only."""
+    precision = (precision or os.environ.get(PRECISION_ENV) or "").strip().lower() or None
+    if precision is not None and precision not in PRECISIONS:
+        raise McpoError(f"MCPO precision {precision!r}: use fp32 or fp16")
+    if device == "cuda":
+        if precision == "fp32":
+            raise McpoError("MCPO precision fp32 applies to the CPU only: on CUDA its published fp16 code runs as is")
+        return "fp16"
+    return precision or "fp32"
+
+
 class Mcpo:
     """The 2025 winner on the target sequence, through the same process.run as every peer."""
 
-    def __init__(self, source: str | None = None, device: str | None = None, cache_dir: str | None = None):
+    def __init__(self, source: str | None = None, device: str | None = None, cache_dir: str | None = None,
+                 precision: str | None = None):
         text = get_source(source, cache_dir)  # before torch is imported: a missing source fails at once
         import torch
 
         self.device = _device(device)
-        self.module = load_module(text, self.device)
-        self.device_name = (f"cuda ({torch.cuda.get_device_name(0)})" if self.device == "cuda" else "cpu")
+        self.precision = _precision(precision, self.device)
+        self.module = load_module(text, self.device, self.precision)
+        self.device_name = (f"cuda ({torch.cuda.get_device_name(0)})" if self.device == "cuda"
+                            else f"cpu ({self.precision})")
         self.threads = torch.get_num_threads()
 
     def register(self, fixed, moving, spacing, target="ceT1"):
@@ -305,7 +347,7 @@ class Mcpo:
 
         check_grid(fixed.shape)
         if self.device == "cpu":
-            warning = cpu_memory_warning(fixed.shape, available_memory_bytes())
+            warning = cpu_memory_warning(fixed.shape, available_memory_bytes(), self.precision)
             if warning:
                 from interfaces.logs import log
 

@@ -4,10 +4,12 @@ resampling, writing and timing are identical to the model's:
     python -m benchmarks.peers identity --input IN --output OUT
     python -m benchmarks.peers sitk-mi  --input IN --output OUT
     python -m benchmarks.peers mcpo     --input IN --output OUT [--mcpo-source PATH] [--mcpo-device cpu|cuda]
+                                        [--mcpo-precision fp32|fp16]
 
 mcpo: the 2025 winner's published script, fetched at benchmark run time and never copied into the project
 (benchmarks/mcpo_peer.py; --mcpo-source / $REMIND2REG_MCPO_SOURCE: a local clone, bare git dir or the file;
---mcpo-device / $REMIND2REG_MCPO_DEVICE, default CUDA when available).
+--mcpo-device / $REMIND2REG_MCPO_DEVICE, default CUDA when available; on the CPU --mcpo-precision /
+$REMIND2REG_MCPO_PRECISION fp32 (default) or fp16, its GPU's storage precision at about 0.6 x the memory).
 """
 from __future__ import annotations
 
@@ -69,12 +71,15 @@ def main(argv=None) -> int:
                              "MCPO_p4_6543.py (default $REMIND2REG_MCPO_SOURCE, else a clone in ~/.cache/remind2reg)")
     parser.add_argument("--mcpo-device", default=None, choices=("cpu", "cuda"),
                         help="mcpo only (default $REMIND2REG_MCPO_DEVICE, else cuda when available)")
+    parser.add_argument("--mcpo-precision", default=None, choices=("fp32", "fp16"),
+                        help="mcpo on the CPU only (default $REMIND2REG_MCPO_PRECISION, else fp32): fp16 keeps its "
+                             "features and cost volumes in fp16 as its GPU code does, about 0.6 x the memory")
     args = parser.parse_args(argv)
     options = {}
     if args.peer == "mcpo":
-        options = {"source": args.mcpo_source, "device": args.mcpo_device}
-    elif args.mcpo_source or args.mcpo_device:
-        parser.error("--mcpo-source and --mcpo-device apply only to the mcpo peer")
+        options = {"source": args.mcpo_source, "device": args.mcpo_device, "precision": args.mcpo_precision}
+    elif args.mcpo_source or args.mcpo_device or args.mcpo_precision:
+        parser.error("--mcpo-source, --mcpo-device and --mcpo-precision apply only to the mcpo peer")
     try:
         registration = PEERS[args.peer](**options)
     except McpoError as exc:  # before any case: the run's one line says why (exit 2, unusable setup)

@@ -19,13 +19,15 @@ needs_source = pytest.mark.skipif(not REAL_SOURCE, reason=f"${mp.SOURCE_ENV} not
 
 def synthetic_source() -> str:
     """A tiny module with exactly the published counts of every patched pattern, runnable on a CPU."""
-    lines = ["import torch, warnings", 'warnings.filterwarnings("ignore")', "mind_d = 2", "def MINDSSC(x, r, d):",
-             "    return torch.ones(2)", "out = {}"]
+    lines = ["import torch, warnings", "import torch.nn.functional as F", 'warnings.filterwarnings("ignore")',
+             "mind_d = 2", "def MINDSSC(x, r, d):", "    return torch.ones(2)", "out = {}"]
     lines += [f"out['dev_half_{n}'] = torch.ones(2).cuda().half()" for n in range(9)]
     lines += [f"out['dev_{n}'] = torch.ones(2).cuda()" for n in range(69)]
     lines += ["out['module'] = torch.nn.Linear(2, 2).cuda()"]  # an nn.Module moved the same way
     lines += [f"out['mind_{n}'] = MINDSSC(torch.ones(2), 1, mind_d).half()" for n in range(4)]
     lines += [f"out['result_{n}'] = torch.ones(2).cpu().half()" for n in range(6)]
+    # pooling of what it stores in fp16 (here: the MIND features' dtype), as its cost aggregation does
+    lines += [f"out['pool_{n}'] = F.avg_pool3d(torch.ones(1, 1, 2, 2, 2).to(out['mind_0'].dtype), 2)" for n in range(30)]
     lines += ["out['adam'] = torch.ones(2, device='cuda' if torch.cuda.is_available() else 'cpu')",
               "out['sparse'] = torch.ones(2, device='cuda:0')",
               "torch.cuda.synchronize()", "torch.cuda.synchronize()",
@@ -44,7 +46,9 @@ def test_cpu_patch_counts_device_and_precision():
     assert patched.count(".to(__mcpo_device__)") == 70
     assert patched.count("mind_d).to(__mcpo_dtype__)") == 4
     assert patched.count("__mcpo_empty_cache__()") == 3 and patched.count("__mcpo_synchronize__()") == 2
+    assert patched.count("__mcpo_avg_pool3d__(") == 30 and "F.avg_pool3d(" not in patched
     module = mp.load_module(text.encode(), "cpu")  # executed, not as __main__
+    assert module.__mcpo_avg_pool3d__ is torch.nn.functional.avg_pool3d  # fp32: its own pooling, same bytes
     out = module.out
     for key, value in out.items():
         if key == "module":
@@ -54,6 +58,35 @@ def test_cpu_patch_counts_device_and_precision():
         # fp16 compute became fp32; the returned field's fp16 rounding is kept as published
         assert value.dtype == (torch.float16 if key.startswith("result_") else torch.float32), key
     assert module.__name__ == "mcpo_p4_6543"
+
+
+def test_cpu_fp16_keeps_its_storage_and_pools_through_fp32():
+    import torch
+
+    module = mp.load_module(synthetic_source().encode(), "cpu", "fp16")
+    out = module.out
+    for key, value in out.items():
+        if key.startswith(("dev_half_", "mind_", "result_", "pool_")):  # what it stores in fp16 on its GPU
+            assert value.device.type == "cpu" and value.dtype == torch.float16, key
+        elif key != "module":
+            assert value.device.type == "cpu" and value.dtype == torch.float32, key
+    assert torch.equal(out["pool_0"], torch.ones(1, 1, 1, 1, 1, dtype=torch.float16))
+    with pytest.raises(RuntimeError, match="Half"):  # why the shim exists: no fp16 avg_pool3d on the CPU
+        torch.nn.functional.avg_pool3d(torch.ones(1, 1, 2, 2, 2, dtype=torch.float16), 2)
+    x = torch.arange(8.0).reshape(1, 1, 2, 2, 2)
+    assert mp.avg_pool3d_any_precision(x, 2).item() == 3.5  # fp32 input: F.avg_pool3d itself
+
+
+def test_precision_choice(monkeypatch):
+    monkeypatch.delenv(mp.PRECISION_ENV, raising=False)
+    assert mp._precision(None, "cpu") == "fp32" and mp._precision("fp16", "cpu") == "fp16"
+    assert mp._precision(None, "cuda") == "fp16" and mp._precision("FP16", "cuda") == "fp16"
+    with pytest.raises(mp.McpoError, match="fp32 applies to the CPU only"):
+        mp._precision("fp32", "cuda")
+    with pytest.raises(mp.McpoError, match="use fp32 or fp16"):
+        mp._precision("bf16", "cpu")
+    monkeypatch.setenv(mp.PRECISION_ENV, "fp16")
+    assert mp._precision(None, "cpu") == "fp16" and mp._precision("fp32", "cpu") == "fp32"  # the option wins
 
 
 def test_load_module_keeps_its_warning_filter_inside():
@@ -153,6 +186,15 @@ def test_peers_command_refuses_missing_source_before_any_case(tmp_path, capsys):
     assert peers.PEERS["mcpo"] is mp.Mcpo
 
 
+def test_mcpo_options_refused_for_other_peers(tmp_path, capsys):
+    from benchmarks import peers
+
+    with pytest.raises(SystemExit) as exit_info:
+        peers.main(["identity", "--input", str(tmp_path), "--output", str(tmp_path / "out"),
+                    "--mcpo-precision", "fp16"])
+    assert exit_info.value.code == 2 and "apply only to the mcpo peer" in capsys.readouterr().err
+
+
 def test_conversion_of_a_hand_computed_field():
     # what MCPO returns for a fixed grid of 4 x 6 x 8: float64, channel-last, voxels along array axes
     shape = (4, 6, 8)
@@ -181,6 +223,10 @@ def test_cpu_memory_warning_names_need_and_what_is_available():
     assert mp.cpu_memory_warning((256, 256, 256), 30e9) is None
     assert mp.cpu_memory_warning((96, 96, 96), 20e9) is None  # about 1.3 GB
     assert mp.cpu_memory_warning((256, 256, 256), None) is None  # unknown: no guess
+    assert "--mcpo-precision fp16" in warning
+    assert mp.cpu_memory_warning((256, 256, 256), 20e9, "fp16") is None  # about 14 GB
+    half = mp.cpu_memory_warning((256, 256, 256), 10e9, "fp16")
+    assert "(fp16) may need about 14 GB" in half and "--mcpo-precision" not in half
     available = mp.available_memory_bytes()
     assert available is None or available > 0
 
@@ -239,7 +285,7 @@ def write_shifted_dataset(root, shape, shifts, spacing=0.5, seed=0, n_landmarks=
     return root
 
 
-def run_and_score(tmp_path, shape, shifts, spacing=0.5):
+def run_and_score(tmp_path, shape, shifts, spacing=0.5, precision="fp32"):
     """The peer through `python -m benchmarks.peers mcpo` (in process), then the project's evaluation."""
     from benchmarks import peers
     from evaluation import evaluate
@@ -247,7 +293,7 @@ def run_and_score(tmp_path, shape, shifts, spacing=0.5):
     data = write_shifted_dataset(str(tmp_path / "data"), shape, shifts, spacing=spacing)
     out = str(tmp_path / "out")
     assert peers.main(["mcpo", "--input", os.path.join(data, "imagesTr"), "--output", out,
-                       "--mcpo-device", "cpu"]) == 0
+                       "--mcpo-device", "cpu", "--mcpo-precision", precision]) == 0
     assert evaluate.run(out, data, str(tmp_path / "metrics.json"), quiet=True) == 0
     with open(tmp_path / "metrics.json") as handle:
         return out, json.load(handle)["cases"]
@@ -302,3 +348,14 @@ def test_real_mcpo_shift_proof(tmp_path):
         theirs = its_warp(torch.from_numpy(moving)[None, None],
                           torch.from_numpy(np.ascontiguousarray(np.moveaxis(field, -1, 0)))[None])[0, 0].numpy()
         assert np.abs(theirs - warp_with_voxel_field(moving, field))[centre].max() < 1e-3
+
+
+@needs_source
+def test_real_mcpo_fp16_on_the_cpu(tmp_path):
+    # its GPU storage precision on the CPU (about 0.6 x the memory): the same shift found, right axis and sign
+    shifts = {("0001", 2): (0, 0, -3)}
+    out, cases = run_and_score(tmp_path, (60, 60, 60), shifts, precision="fp16")
+    scores = cases["0001_0000<--0001_0002"]
+    assert scores["TRE_lm"]["mean"] < 0.25 * scores["TRE_initial"]["mean"]
+    median = np.median(_field(out, "0001", 2)[(slice(15, 45),) * 3].reshape(-1, 3), axis=0)
+    assert abs(median[2] / -3 - 1) < 0.35 and np.abs(median[:2]).max() < 0.5
