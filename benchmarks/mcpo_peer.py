@@ -59,9 +59,9 @@ MIN_SIZE = 18
 # OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/BENCHMARKS.md section 8); a 96^3
 # pair peaked at 2.4 GB. About 1.45 kB per voxel of the fixed grid at 256^3, the figure used for the warning.
 CPU_BYTES_PER_VOXEL = 24.3e9 / 256 ** 3
-# With --mcpo-precision fp16 (its features and cost volumes kept in fp16, as on its GPU) a 128^3 pair peaked at
-# 2.58 GB against 4.38 GB in fp32 (2026-12-02, fourth session): the same warning scales by that ratio.
-FP16_MEMORY_RATIO = 2.58 / 4.38
+# With --mcpo-precision fp16 (its features and cost volumes kept in fp16, as on its GPU): 256^3 pairs peaked at
+# 17.3-17.4 GB (2026-12-02, fourth session; 0.56-0.59 x fp32 at 128^3 and 192^3), the figure used for its warning.
+CPU_BYTES_PER_VOXEL_FP16 = 17.4e9 / 256 ** 3
 
 # In-memory patch for a CPU run, applied in this order; (old, new, expected count). A changed upstream file
 # changes a count and fails loudly. The injected names are set in the module's namespace before it runs.
@@ -269,9 +269,8 @@ def available_memory_bytes() -> int | None:
 
 def cpu_memory_warning(shape: tuple[int, ...], available: int | None, precision: str = "fp32") -> str | None:
     """A one-line warning when a CPU run on this grid likely needs more memory than is available, else None."""
-    need = CPU_BYTES_PER_VOXEL * float(np.prod([int(n) for n in shape]))
-    if precision == "fp16":
-        need *= FP16_MEMORY_RATIO
+    per_voxel = CPU_BYTES_PER_VOXEL_FP16 if precision == "fp16" else CPU_BYTES_PER_VOXEL
+    need = per_voxel * float(np.prod([int(n) for n in shape]))
     if available is None or need <= available:
         return None
     advice = ("--mcpo-device cuda runs its published fp16 code" if precision == "fp16" else
