@@ -6,9 +6,9 @@
 Its code is never copied into this project. At benchmark run time this module gets the one script
 `MCPO_p4_6543.py` of github.com/wjiazheng/MCPO at the pinned commit (from `--mcpo-source` /
 $REMIND2REG_MCPO_SOURCE: a local clone, a bare git dir or the file itself; else a `git clone` into
-~/.cache/remind2reg/mcpo), checks its sha256, patches it in memory (CPU only: device, precision fp32 by default
-or its own fp16 with `--mcpo-precision fp16`, each textual replacement counted), executes it as a module (not "__main__") and calls it the way its own __main__ does for one
-pair: `convex_adam_pt_nofu(...)` then `global_block_adam_nofu(...)` with the __main__ defaults.
+~/.cache/remind2reg/mcpo), checks its sha256, patches it in memory (CPU only: device, and precision fp32 by
+default or its own fp16 with `--mcpo-precision fp16`; each textual replacement counted), executes it as a module
+(not "__main__") and calls it the way its own __main__ does for one pair: `convex_adam_pt_nofu(...)` then `global_block_adam_nofu(...)` with the __main__ defaults.
 
 What it returns is already the organisers' voxel field (SPEC section 3): its __main__ writes the array straight
 into `disp_XXXX_0000_XXXX_000M.nii.gz`. Channel c = displacement along array axis c of the nibabel-loaded volume
@@ -70,9 +70,9 @@ CPU_PATCHES = (
     ("'cuda:0'", "__mcpo_device__", 1),                                        # sparse_sampling_prep
     ("torch.cuda.synchronize()", "__mcpo_synchronize__()", 2),                 # only in its __main__ (not run)
     ("torch.cuda.empty_cache()", "__mcpo_empty_cache__()", 3),
-    (".cuda().half()", ".to(__mcpo_device__, __mcpo_dtype__)", 9),             # fp16 grids and scales -> fp32
+    (".cuda().half()", ".to(__mcpo_device__, __mcpo_dtype__)", 9),             # fp16 grids and scales -> fp32 (or fp16)
     (".cuda()", ".to(__mcpo_device__)", 70),                                   # tensors and nn.Modules alike
-    ("mind_d).half()", "mind_d).to(__mcpo_dtype__)", 4),                       # MIND-SSC features fp16 -> fp32
+    ("mind_d).half()", "mind_d).to(__mcpo_dtype__)", 4),                       # MIND-SSC features fp16 -> fp32 (or fp16)
     ("F.avg_pool3d(", "__mcpo_avg_pool3d__(", 30),                             # fp32: F.avg_pool3d itself
 )
 # The CPU has no fp16 avg_pool3d kernel ("not implemented for 'Half'"); with --mcpo-precision fp16 it runs on an
@@ -238,7 +238,8 @@ def load_module(source: bytes, device: str, precision: str = "fp32") -> types.Mo
     module = types.ModuleType("mcpo_p4_6543")
     module.__file__ = filename
     half = precision == "fp16"
-    module.__dict__.update(__mcpo_device__=torch.device(device), __mcpo_dtype__=torch.float16 if half else torch.float32,
+    module.__dict__.update(__mcpo_device__=torch.device(device),
+                           __mcpo_dtype__=torch.float16 if half else torch.float32,
                            __mcpo_avg_pool3d__=avg_pool3d_any_precision if half else F.avg_pool3d,
                            __mcpo_synchronize__=lambda: None, __mcpo_empty_cache__=lambda: None)
     with warnings.catch_warnings():  # its module-level warnings.filterwarnings("ignore") stays inside
