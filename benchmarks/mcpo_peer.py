@@ -8,7 +8,8 @@ Its code is never copied into this project. At benchmark run time this module ge
 $REMIND2REG_MCPO_SOURCE: a local clone, a bare git dir or the file itself; else a `git clone` into
 ~/.cache/remind2reg/mcpo), checks its sha256, patches it in memory (CPU only: device, and precision fp32 by
 default or its own fp16 with `--mcpo-precision fp16`; each textual replacement counted), executes it as a module
-(not "__main__") and calls it the way its own __main__ does for one pair: `convex_adam_pt_nofu(...)` then `global_block_adam_nofu(...)` with the __main__ defaults.
+(not "__main__") and calls it the way its own __main__ does for one pair: `convex_adam_pt_nofu(...)` then
+`global_block_adam_nofu(...)` with the __main__ defaults.
 
 What it returns is already the organisers' voxel field (SPEC section 3): its __main__ writes the array straight
 into `disp_XXXX_0000_XXXX_000M.nii.gz`. Channel c = displacement along array axis c of the nibabel-loaded volume
