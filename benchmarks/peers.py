@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from benchmarks.mcpo_peer import Mcpo, McpoError
+from benchmarks.mcpo_peer import PRECISIONS, Mcpo, McpoError
 from interfaces import conventions as cv
 from interfaces import logs
 
@@ -71,7 +71,7 @@ def main(argv=None) -> int:
                              "MCPO_p4_6543.py (default $REMIND2REG_MCPO_SOURCE, else a clone in ~/.cache/remind2reg)")
     parser.add_argument("--mcpo-device", default=None, choices=("cpu", "cuda"),
                         help="mcpo only (default $REMIND2REG_MCPO_DEVICE, else cuda when available)")
-    parser.add_argument("--mcpo-precision", default=None, choices=("fp32", "fp16"),
+    parser.add_argument("--mcpo-precision", default=None, choices=PRECISIONS,
                         help="mcpo on the CPU only (default $REMIND2REG_MCPO_PRECISION, else fp32): fp16 keeps its "
                              "features and cost volumes in fp16 as its GPU code does, about 0.6 x the memory")
     args = parser.parse_args(argv)
