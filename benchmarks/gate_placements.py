@@ -11,10 +11,13 @@ written field is gain x that field, so each gate in GATES is then replayed on th
     python -m benchmarks.gate_placements                       # the documented plan (PLAN), about 12 min (2-core CPU)
     python -m benchmarks.gate_placements --magnitudes 0 --margins-mm 8 20 21   # a quick look (2 min)
     python -m benchmarks.gate_placements --one-sequence        # each MR alone, twice the pairs (about 25 min)
+    python -m benchmarks.gate_placements --save pairs.json     # keep the registered pairs ...
+    python -m benchmarks.gate_placements --replay pairs.json --gates 1.5:4 1.6:4.5   # ... and replay other gates
 """
 from __future__ import annotations
 
 import argparse
+import json
 import time
 
 import numpy as np
@@ -97,6 +100,29 @@ def table(pairs: list[dict], gates=GATES) -> str:
     return "\n".join(lines)
 
 
+ARRAYS = ("spacing", "fixed_landmarks", "moving_landmarks", "u")
+
+
+def save_pairs(pairs: list[dict], path: str) -> None:
+    with open(path, "w") as handle:
+        json.dump([{k: (v.tolist() if k in ARRAYS else v) for k, v in p.items()} for p in pairs], handle)
+
+
+def load_pairs(path: str) -> list[dict]:
+    with open(path) as handle:
+        return [{k: (np.asarray(v, np.float64) if k in ARRAYS else v) for k, v in p.items()} for p in json.load(handle)]
+
+
+def parse_gate(text: str):
+    """'off' (gain 1) or 'FLOOR:FULL' in mm."""
+    if text == "off":
+        return None
+    floor, full = (float(x) for x in text.split(":"))
+    if not 0 <= floor < full:
+        raise argparse.ArgumentTypeError(f"a gate is FLOOR:FULL with 0 <= FLOOR < FULL (mm), got {text!r}")
+    return floor, full
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--magnitudes", nargs="*", type=float, default=sorted(PLAN),
@@ -108,10 +134,19 @@ def main(argv=None) -> int:
     parser.add_argument("--one-sequence", action="store_true",
                         help="each MR registered alone (the one_sequence gate's case) instead of both together")
     parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--gates", nargs="*", type=parse_gate,
+                        help="gates to replay, 'off' or FLOOR:FULL in mm (default: the documented list)")
+    parser.add_argument("--save", metavar="JSON", help="also write the registered pairs here, for --replay")
+    parser.add_argument("--replay", metavar="JSON", help="register nothing: replay the gates on pairs saved before")
     args = parser.parse_args(argv)
-    plan = {m: (args.margins_mm if args.margins_mm is not None else PLAN.get(m, [20.0])) for m in args.magnitudes}
-    pairs = collect(plan, args.seeds, not args.no_native, args.size, args.one_sequence)
-    print(f"\n{len(pairs)} pairs\n\n{table(pairs)}")
+    if args.replay:
+        pairs = load_pairs(args.replay)
+    else:
+        plan = {m: (args.margins_mm if args.margins_mm is not None else PLAN.get(m, [20.0])) for m in args.magnitudes}
+        pairs = collect(plan, args.seeds, not args.no_native, args.size, args.one_sequence)
+        if args.save:
+            save_pairs(pairs, args.save)
+    print(f"\n{len(pairs)} pairs\n\n{table(pairs, args.gates or GATES)}")
     return 0
 
 
