@@ -20,8 +20,8 @@ from model import Registration, load_config  # noqa: E402
 OFF = {"enabled": False}
 VARIANTS = {
     "identity": None,
-    "global only": {"deformable_discrete": OFF, "refine": OFF},
-    "discrete only": {"global": OFF, "refine": OFF},
+    "global only": {"deformable_discrete": OFF, "refine": OFF, "refine_fine": OFF},
+    "discrete only": {"global": OFF, "refine": OFF, "refine_fine": OFF},
     "refine only": {"global": OFF, "deformable_discrete": OFF},
     "global+refine": {"deformable_discrete": OFF},
     "full, target seq only": {"multi_sequence": False},

@@ -40,8 +40,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # name -> config overrides merged over resources/config.json
 ABLATIONS = {
     "model": {},
-    "abl-global-only": {"deformable_discrete": {"enabled": False}, "refine": {"enabled": False}},
-    "abl-no-adam": {"refine": {"enabled": False}},
+    "abl-global-only": {"deformable_discrete": {"enabled": False}, "refine": {"enabled": False},
+                        "refine_fine": {"enabled": False}},
+    "abl-no-adam": {"refine": {"enabled": False}, "refine_fine": {"enabled": False}},
     "abl-no-global": {"global": {"enabled": False}},
     "abl-fused-sequences": {"multi_sequence": True},  # default registers the target sequence only
     "abl-no-inpaint": {"features": {"inpaint": False}},

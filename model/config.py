@@ -70,6 +70,9 @@ def _validate(cfg):
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {cfg['precision']!r}")
     if min(float(cfg["feature_mm"]), float(cfg["refine"]["level_mm"]), float(cfg["refine_fine"]["level_mm"])) <= 0:
         raise ValueError("feature_mm, refine.level_mm and refine_fine.level_mm must be positive")
+    ratio = cfg["refine_fine"]["max_spacing_ratio"]
+    if ratio is not None and float(ratio) <= 0:
+        raise ValueError("refine_fine.max_spacing_ratio must be positive, or null to run the stage on any box")
     if float(cfg["crop"]["margin_mm"]) < 0:
         raise ValueError("crop.margin_mm must be >= 0")
     gate = cfg["safety"]["small_shift"]

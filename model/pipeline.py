@@ -143,20 +143,20 @@ class Registration:
             pyramid = FeaturePyramid(_to_device(fixed, self.device), {n: _to_device(moving[n], self.device)
                                                                      for n in names}, spacing, cfg, self._fixed_base)
             self._fixed_base = pyramid.fixed_base  # the case's other sequence reuses the iUS features
-            for res in _levels_used(cfg):
+            for res in _levels_used(cfg, pyramid):
                 pyramid.at(res)
         with self._stage(times, "global"):
             pose = global_pose(pyramid, weights, cfg)
         with self._stage(times, "deformable_discrete"):
             deformation = deformable_search(pyramid, pose, weights, cfg)
         with self._stage(times, "refine"):
-            for rc in refine_stages(cfg):
+            for rc in refine_stages(cfg, pyramid):
                 deformation = adam_refinement(pyramid, pose, deformation, weights, rc)
         with self._stage(times, "full_field"):
             scale = plausible_scale(deformation, cfg)
             fell_back = bool(cfg["plausibility"]["fallback_to_identity"]
                              and matches_worse_than_identity(pyramid, pose, deformation, scale, weights, cfg))
-        return Estimate(pose, deformation, scale, pyramid.at(evidence_level_mm(cfg)), target, fell_back)
+        return Estimate(pose, deformation, scale, pyramid.at(evidence_level_mm(cfg, pyramid)), target, fell_back)
 
     @contextmanager
     def _stage(self, times, name):
@@ -177,9 +177,9 @@ def _fingerprint(fixed, moving, spacing) -> str:
     return digest.hexdigest()
 
 
-def _levels_used(cfg) -> list[float]:
+def _levels_used(cfg, pyramid) -> list[float]:
     """The working levels (mm) the enabled stages ask for: their features are made up front, as one stage."""
     g, dd = cfg["global"], cfg["deformable_discrete"]
     final = [g["final_level_mm"]] if g["enabled"] and g["final_level_mm"] else []
     return ((g["levels_mm"] if g["enabled"] else []) + final + (dd["levels_mm"] if dd["enabled"] else [])
-            + [rc["level_mm"] for rc in refine_stages(cfg)])
+            + [rc["level_mm"] for rc in refine_stages(cfg, pyramid)])

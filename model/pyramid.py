@@ -51,8 +51,12 @@ class FeaturePyramid:
         self._base = (ff, mf, w)
         self._levels: dict = {}
 
+    def grid(self, res_mm: float) -> tuple[tuple[int, int, int], tuple[float, float, float]]:
+        """(shape, spacing) of the level `at(res_mm)` would give, without making its features."""
+        return level_grid(self.shape, self.spacing, res_mm, self.max_voxels)
+
     def at(self, res_mm: float) -> Level:
-        key = level_grid(self.shape, self.spacing, res_mm, self.max_voxels)
+        key = self.grid(res_mm)
         if key not in self._levels:
             shape, spacing = key
             ff, mf, w = coarsen(*self._base, self.base_spacing, shape, spacing)

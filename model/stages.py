@@ -90,14 +90,24 @@ def deformable_search(pyramid: FeaturePyramid, pose: GlobalPose, weights, cfg) -
     return deformation
 
 
-def refine_stages(cfg) -> list[dict]:
-    """The enabled Adam refinements, coarse then fine, each a full refine section: `refine`, then `refine_fine`
-    (its own level, iterations, regulariser and smoothing; lr and eps from `refine`)."""
+def refine_stages(cfg, pyramid: FeaturePyramid) -> list[dict]:
+    """The Adam refinements to run, coarse then fine, each a full refine section: `refine`, then `refine_fine`
+    (its own level, iterations, regulariser and smoothing; lr and eps from `refine`). The fine stage is skipped
+    where the working-voxel cap leaves its level hardly finer than the coarse one (voxel size above
+    `max_spacing_ratio` x the coarse level's): on a box the fan fills (the challenge's 256^3 grid) it would cost
+    a second full refinement for next to no detail; on the fan's box of a smaller fan it runs at about 1 mm."""
     stages = [cfg["refine"]] if cfg["refine"]["enabled"] else []
     fine = cfg["refine_fine"]
-    if fine["enabled"]:
+    if fine["enabled"] and _fine_level_is_finer(pyramid, cfg["refine"]["level_mm"], fine):
         stages.append({**cfg["refine"], **fine})
     return stages
+
+
+def _fine_level_is_finer(pyramid: FeaturePyramid, coarse_mm: float, fine: dict) -> bool:
+    ratio = fine["max_spacing_ratio"]
+    if ratio is None:
+        return True
+    return max(pyramid.grid(fine["level_mm"])[1]) <= float(ratio) * max(pyramid.grid(coarse_mm)[1])
 
 
 def adam_refinement(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None, weights,
@@ -126,9 +136,9 @@ def plausible_scale(deformation: Deformation | None, cfg) -> float:
     return 0.0
 
 
-def evidence_level_mm(cfg) -> float:
+def evidence_level_mm(cfg, pyramid: FeaturePyramid) -> float:
     """The level results are compared with the identity on: the finest level a deformable stage worked on."""
-    stages = refine_stages(cfg)
+    stages = refine_stages(cfg, pyramid)
     return stages[-1]["level_mm"] if stages else cfg["deformable_discrete"]["levels_mm"][-1]
 
 
@@ -148,7 +158,7 @@ def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float
 def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
                                 scale: float, weights, cfg) -> bool:
     """Safety net, part 1: the weighted MIND SSD the model optimised, of the result against doing nothing."""
-    level = pyramid.at(evidence_level_mm(cfg))
+    level = pyramid.at(evidence_level_mm(cfg, pyramid))
     x = level.identity()
 
     def cost(positions):

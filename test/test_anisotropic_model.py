@@ -15,7 +15,7 @@ def blobs(shape, seed=0, sigma=3.0):
     return ((v - v.min()) / (v.max() - v.min()) + 0.05).astype(np.float32)
 
 
-FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2, "levels_mm": [4.0, 2.0], "radius": 3},
+FAST = {"refine": {"iterations": 30}, "refine_fine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2, "levels_mm": [4.0, 2.0], "radius": 3},
         "deformable_discrete": {"levels_mm": [2.0]}, "safety": {"small_shift": {"enabled": False}}}
 
 

@@ -89,7 +89,7 @@ def test_registration_on_the_fan_box_recovers_a_translation_in_the_full_frame():
     t = np.array([2.5, -2.0, 1.5])  # voxels = mm here: fixed x <-> moving x + t
     moving = ndi.shift(anatomy, t, order=1, mode="nearest").astype(np.float32)
     # a 3.5 mm shift is inside the small-shift gate's ramp (2-4 mm rms): off, as in every recovery test
-    fast = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2},
+    fast = {"refine": {"iterations": 30}, "refine_fine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2},
             "safety": {"small_shift": {"enabled": False}}}
     results = {}
     for enabled in (False, True):

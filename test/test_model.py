@@ -11,7 +11,7 @@ from model import Registration, load_config
 from model.warp import downsample, level_grid, min_jacobian_mm, resize_field
 
 # recovery tests with 2-3 mm shifts: the small-shift gate (tested in test_safety.py) would scale them down
-FAST = {"refine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2},
+FAST = {"refine": {"iterations": 30}, "refine_fine": {"iterations": 30}, "global": {"iterations": 1, "max_iterations": 2},
         "safety": {"small_shift": {"enabled": False}}}
 
 
@@ -167,7 +167,7 @@ def test_resect_as_given_is_not_made_worse():
     for target in ("ceT1", "T2"):
         res = registration.register(c["fixed"], c["moving"], c["spacing"], target)
         after = tre(c["fixed_landmarks"], c["moving_landmarks"], res.displacement, c["spacing"]).mean()
-        assert after < identity, (target, after, identity)
+        assert after <= identity + 1e-6, (target, after, identity)  # gain 0 writes the identity itself
         assert res.gain < 1 and res.min_jacobian > 0
 
 
@@ -196,7 +196,7 @@ def test_resect_as_given_in_the_challenge_box_is_not_made_worse(as_given_256, ma
     # than identity in a 256^3 box (1.44 and 1.27 against 1.10 mm; docs/MODEL.md, "The gate across grid
     # placements"); the product's gate must hold for any placement, not for the default margin's alone
     after, identity, res = tre_as_given(as_given_256, margin_mm, as_given_256["moving"], "ceT1")
-    assert after < identity, (margin_mm, after, identity, res.shift_rms_mm, res.gain)
+    assert after <= identity + 1e-6, (margin_mm, after, identity, res.shift_rms_mm, res.gain)
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
@@ -216,6 +216,7 @@ def test_global_pose_beyond_the_shift_bound_is_rejected():
     fixed = blobs((40, 40, 40), seed=7)
     moving = {"ceT1": shifted(fixed, [3.0, 0.0, 0.0])}
     only_global = {"deformable_discrete": {"enabled": False}, "refine": {"enabled": False},
+                   "refine_fine": {"enabled": False},
                    "plausibility": {"fallback_to_identity": False}}
     found = reg(**only_global).register(fixed, moving, (1.0, 1.0, 1.0), "ceT1")
     assert not found.global_rejected
@@ -298,3 +299,31 @@ def test_small_shift_gates_are_validated():
         load_config(overrides={"safety": {"small_shift": {"one_sequence": {"floor_mm": 5.0}}}})
     gate = load_config()["safety"]["small_shift"]
     assert gate["floor_mm"] < gate["one_sequence"]["floor_mm"] < gate["one_sequence"]["full_mm"]
+
+
+@pytest.mark.parametrize("max_working_voxels, runs", [(5000, True), (1500, False)])
+def test_the_fine_refinement_runs_only_where_its_level_is_finer(max_working_voxels, runs):
+    # a 20 mm box at 0.5 mm: its 1 mm level has 21^3 voxels; under a cap of 5000 it is made 1.2 mm (finer
+    # than the 2 mm level, so the stage runs there); under 1500 it is made as coarse as the 2 mm level, where
+    # a second refinement would cost a full stage for no detail (the challenge's 256^3 box, docs/MODEL.md)
+    from model.pipeline import _to_device
+    from model.pyramid import FeaturePyramid
+    from model.stages import evidence_level_mm, refine_stages
+    cfg = load_config(overrides={"max_working_voxels": max_working_voxels, "refine_fine": {"enabled": True}})
+    image = _to_device(blobs((40, 40, 40)), "cpu")
+    pyramid = FeaturePyramid(image, {"ceT1": image}, (0.5, 0.5, 0.5), cfg)
+    coarse, fine = max(pyramid.grid(2.0)[1]), max(pyramid.grid(1.0)[1])
+    assert (fine <= 0.8 * coarse) is runs, (fine, coarse)
+    levels = [rc["level_mm"] for rc in refine_stages(cfg, pyramid)]
+    assert levels == ([2.0, 1.0] if runs else [2.0])
+    assert evidence_level_mm(cfg, pyramid) == levels[-1]
+    always = load_config(overrides={"max_working_voxels": max_working_voxels,
+                                    "refine_fine": {"enabled": True, "max_spacing_ratio": None}})
+    assert [rc["level_mm"] for rc in refine_stages(always, pyramid)] == [2.0, 1.0]
+    off = load_config(overrides={"max_working_voxels": max_working_voxels, "refine_fine": {"enabled": False}})
+    assert [rc["level_mm"] for rc in refine_stages(off, pyramid)] == [2.0]
+
+
+def test_the_fine_refinements_spacing_ratio_is_validated():
+    with pytest.raises(ValueError, match="max_spacing_ratio"):
+        load_config(overrides={"refine_fine": {"max_spacing_ratio": 0}})

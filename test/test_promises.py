@@ -89,7 +89,8 @@ def test_moving_image_with_another_direction_is_resampled_by_physical_geometry(t
 
 # ---------------------------------------------------------------- the model's switches, real stages, 32^3
 ONLY_GLOBAL = {"global": {"iterations": 1, "max_iterations": 1, "levels_mm": [4.0, 2.0], "radius": 3},
-               "deformable_discrete": {"enabled": False}, "refine": {"enabled": False}}
+               "deformable_discrete": {"enabled": False}, "refine": {"enabled": False},
+               "refine_fine": {"enabled": False}}
 
 
 def small_case(shift=(0.0, 0.0, 0.0)):
