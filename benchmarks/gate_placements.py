@@ -30,7 +30,9 @@ from simulation.hybrid import embed_case, make_hybrid_case
 # the documented plan: the case as given at every margin, small deformations at fewer (magnitude mm -> margins)
 PLAN = {0.0: [0, 3, 5, 8, 10, 13, 15, 18, 20, 21, 23, 24, 25, 28, 30], 1.0: [0, 5, 10, 15, 20, 25, 30],
         2.0: [0, 5, 10, 15, 20, 25, 30], 3.0: [5, 10, 20], 4.0: [5, 10, 20]}
-GATES = [None, (1.5, 3.0), (2.0, 3.5), (2.0, 4.0), (1.8, 4.25), (1.5, 4.5), (2.5, 4.0), (3.0, 4.0)]  # (floor, full) mm
+# (floor, full) mm: the product's two gates (1.6 / 3.5 fused, 2.6 / 4 one sequence), their neighbours, the old ones
+GATES = [None, (1.5, 3.0), (2.0, 4.0), (1.6, 3.25), (1.5, 3.5), (1.6, 3.5), (1.6, 4.0), (2.4, 4.0), (2.6, 4.0),
+         (3.0, 4.0)]
 GAIN_ONE = {"floor_mm": 0.0, "full_mm": 1e-3}
 UNGATED = {"safety": {"small_shift": {"enabled": True, **GAIN_ONE, "one_sequence": GAIN_ONE}}}  # gain 1, rms reported
 
