@@ -16,13 +16,25 @@ def _fit_rigid(src, dst, w):
     return a
 
 
+# Brain shift and resection do not stretch or shrink the brain by more than about a quarter across the fan: an
+# affine fit beyond this (e.g. a 2x magnification that matches speckle on RESECT-24's real fan) is refused.
+AFFINE_STRETCH_LIMITS = (0.75, 1.0 / 0.75)
+
+
+def affine_is_plausible(linear: torch.Tensor) -> bool:
+    """Every principal stretch (singular value) of the 3x3 linear part within AFFINE_STRETCH_LIMITS, no reflection."""
+    stretches = torch.linalg.svdvals(linear)
+    low, high = AFFINE_STRETCH_LIMITS
+    return bool(torch.det(linear) > 0 and stretches.min() >= low and stretches.max() <= high)
+
+
 def _fit_affine(src, dst, w):
     x = torch.cat([src, torch.ones_like(src[:, :1])], 1)
     sw = w.sqrt()[:, None]
     sol = torch.linalg.lstsq(x * sw, dst * sw).solution  # (4, 3)
     a = torch.eye(4, dtype=src.dtype, device=src.device)
     a[:3, :] = sol.t()
-    if torch.det(a[:3, :3]) <= 0.2:  # implausible (folding / collapse): fall back to rigid
+    if not affine_is_plausible(a[:3, :3]):  # folding, collapse or implausible stretch: fall back to rigid
         return _fit_rigid(src, dst, w)
     return a
 
