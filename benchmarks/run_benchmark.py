@@ -11,8 +11,8 @@ folder, `python process.py --input IN --output OUT`, one process per method), th
                   at run time, $REMIND2REG_MCPO_SOURCE / $REMIND2REG_MCPO_DEVICE, about 33 min per 256^3 CPU pair)
   model           the project's model, resources/config.json
   abl-*           the model with one stage or ingredient changed (ablations; see ABLATIONS)
-  model-repeat, model-cpu, model-fp16
-                  the model again, on the CPU, or with fp16 features (device checks; see DEVICE_VARIANTS)
+  model-repeat, model-cpu
+                  the model again, or on the CPU (device checks; see DEVICE_VARIANTS)
 
 The model variants get their config the way the container does: a folder holding config.json, named by
 $REMIND2REG_MODEL_DIR (what /opt/ml/model is in the container). Prints one table and saves it as
@@ -44,16 +44,13 @@ ABLATIONS = {
                         "refine_fine": {"enabled": False}},
     "abl-no-adam": {"refine": {"enabled": False}, "refine_fine": {"enabled": False}},
     "abl-no-global": {"global": {"enabled": False}},
-    "abl-fused-sequences": {"multi_sequence": True},  # default registers the target sequence only
     "abl-no-inpaint": {"features": {"inpaint": False}},
     "abl-no-cavity-weight": {"features": {"anechoic_downweight": False}},
 }
-# the same model on another device or precision, or simply run again (benchmarks/device_check.py); not in the
-# default method list
+# the same model on the CPU, or simply run again (benchmarks/device_check.py); not in the default method list
 DEVICE_VARIANTS = {
     "model-repeat": {},
     "model-cpu": {"device": "cpu"},
-    "model-fp16": {"precision": "fp16"},
 }
 CONFIGS = {**ABLATIONS, **DEVICE_VARIANTS}
 PEERS = ("identity", "sitk-mi", "mcpo")
