@@ -37,6 +37,8 @@ import warnings
 
 import numpy as np
 
+from benchmarks.peer_result import PeerResult
+
 MCPO_URL = "https://github.com/wjiazheng/MCPO"
 MCPO_COMMIT = "2ed7ea3ea4900d32ef943aec82fb58fc804da81b"  # HEAD of github.com/wjiazheng/MCPO, 2026-02-19
 MCPO_FILE = "MCPO_p4_6543.py"
@@ -344,8 +346,6 @@ class Mcpo:
         """Its __main__ for one pair: convex_adam_pt_nofu then global_block_adam_nofu, __main__ defaults, seeded.
         Spacing is not used (it works in voxels, like its container)."""
         import torch
-
-        from benchmarks.peers import PeerResult
 
         check_grid(fixed.shape)
         if self.device == "cpu":

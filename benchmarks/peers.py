@@ -16,20 +16,13 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from benchmarks.mcpo_peer import PRECISIONS, Mcpo, McpoError
+from benchmarks.peer_result import PeerResult
 from interfaces import conventions as cv
 from interfaces import logs
-
-
-@dataclass
-class PeerResult:
-    displacement: np.ndarray
-    stage_seconds: dict = field(default_factory=dict)
-    device: str = "cpu"
 
 
 class Identity:
