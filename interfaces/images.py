@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from interfaces import conventions as cv
 from interfaces import gates
-from interfaces.logs import one_line
+from interfaces.logs import itk_reason, one_line, shorten
 
 # Writer for organisers' .nii.gz fields: gzip level 0 (stored blocks) measured fastest; see docs/CONTAINER.md.
 # A writer setting ($REMIND2REG_GZIP_LEVEL, runner/settings.py), not a convention: the evaluation reads any level.
@@ -92,25 +92,134 @@ def _header_problem(detail: str) -> str:
         return "has a sheared (non-orthonormal) direction in its header, which ITK cannot represent"
     if "Zero-valued spacing" in detail:
         return "has zero spacing in its header"
-    return f"not an image: unknown format or corrupt header: {detail[-160:]}"
+    return f"not an image: unknown format or corrupt header: {shorten(itk_reason(detail), 160)}"
 
 
-def _voxel_problem(path: str, reader: sitk.ImageFileReader, size, detail: str) -> str:
-    """Why the voxels did not read: for an uncompressed MetaImage, how many bytes are missing."""
-    if path.lower().endswith(".mha"):
-        with open(path, "rb") as handle:
-            head = handle.read(4096)
-        marker = head.find(b"ElementDataFile")
-        if marker >= 0 and b"CompressedData = True" not in head[:marker]:
-            data_start = head.index(b"\n", marker) + 1
-            itemsize = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype).itemsize
-            needed = int(np.prod(size)) * reader.GetNumberOfComponents() * itemsize
-            present = os.path.getsize(path) - data_start
-            if present < needed:
-                return f"truncated file: {present} of the {needed} bytes of voxel data its header announces"
+def _voxel_problem(detail: str) -> str:
+    """Why the voxels did not read (a file too short for its header is refused before: `_size_problem`)."""
     if "No such file or directory" in detail:  # ITK's words for a short read of a file that is there
         return "truncated or corrupt file: its voxel data could not be read whole"
-    return f"truncated or corrupt file: {detail[-160:]}"
+    return f"truncated or corrupt file: {shorten(itk_reason(detail), 160)}"
+
+
+# ---------------------------------------------------------------- header sanity before any voxel is read
+# A deflate stream (gzip .nii.gz, zlib-compressed .mha/.nrrd) expands at most 1032-fold (RFC 1951: a
+# 258-byte match costs at least 2 bits): a header claiming more voxel bytes than that is not this file's.
+DEFLATE_MAX_RATIO = 1032
+CGROUP_ROOT = "/sys/fs/cgroup"
+PROC_SELF_CGROUP = "/proc/self/cgroup"
+
+
+def _bytes_text(count: float) -> str:
+    return f"{count / 1e9:.3g} GB" if count >= 1e9 else f"{count / 1e6:.3g} MB"
+
+
+def _read_text(path: str) -> str:
+    try:
+        with open(path, encoding="ascii") as handle:
+            return handle.read()
+    except (OSError, UnicodeDecodeError):
+        return ""
+
+
+def physical_memory_bytes() -> int:
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):  # not known here: no limit from the machine
+        return 2 ** 63 - 1
+
+
+def _cgroup_folders(base: str, path: str | None) -> list[str]:
+    """The process's own cgroup folder and its ancestors under `base` (a host, or a container without a
+    cgroup namespace), then `base` (a namespaced container, where /proc/self/cgroup names the host's path)."""
+    parts = [p for p in (path or "").split("/") if p]
+    return [os.path.join(base, *parts[:depth]) for depth in range(len(parts), 0, -1)] + [base]
+
+
+def memory_limit_bytes(cgroup_root: str = CGROUP_ROOT, proc_self_cgroup: str = PROC_SELF_CGROUP) -> int:
+    """The memory this process may use: the smallest of the cgroup limits that apply to it (v2 memory.max,
+    v1 memory.limit_in_bytes; 'max' and v1's huge 'unlimited' number change nothing) and the physical memory."""
+    own = {}
+    for line in _read_text(proc_self_cgroup).splitlines():
+        parts = line.split(":", 2)
+        if len(parts) == 3:
+            own["v2" if parts[1] == "" else "v1" if "memory" in parts[1].split(",") else "other"] = parts[2]
+    limits = [physical_memory_bytes()]
+    for base, key, name in ((cgroup_root, "v2", "memory.max"),
+                            (os.path.join(cgroup_root, "memory"), "v1", "memory.limit_in_bytes")):
+        for folder in _cgroup_folders(base, own.get(key)):
+            value = _read_text(os.path.join(folder, name)).strip()
+            if value.isascii() and value.isdigit():
+                limits.append(int(value))
+    return min(limits)
+
+
+def _metaimage_data(path: str) -> tuple[int, int] | None:
+    """(offset of the voxel data, expansion ratio) of a .mha, None when its data is in another file."""
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    marker = head.find(b"ElementDataFile")
+    if marker < 0 or b"LOCAL" not in head[marker:head.find(b"\n", marker)]:
+        return None
+    compressed = b"CompressedData = True" in head[:marker]
+    return head.index(b"\n", marker) + 1, DEFLATE_MAX_RATIO if compressed else 1
+
+
+def _nrrd_data(path: str) -> tuple[int, int] | None:
+    """(offset of the voxel data, expansion ratio) of a .nrrd with raw or gzip voxels in the file, else None."""
+    with open(path, "rb") as handle:
+        head = handle.read(65536)
+    end = head.find(b"\n\n")
+    fields = head[:end].lower() if end >= 0 else b""
+    if end < 0 or b"data file:" in fields or b"datafile:" in fields:
+        return None
+    ratio = {b"raw": 1, b"gzip": DEFLATE_MAX_RATIO, b"gz": DEFLATE_MAX_RATIO}
+    for line in fields.splitlines():
+        if line.startswith(b"encoding:"):
+            return (end + 2, ratio[line.split(b":", 1)[1].strip()]) if line.split(b":", 1)[1].strip() in ratio else None
+    return None
+
+
+def _stored_voxels(reader: sitk.ImageFileReader, path: str, nifti: bool) -> tuple[np.dtype, tuple[int, int] | None]:
+    """(the voxels' type on file, (data offset, expansion ratio) or None when the file's size says nothing)."""
+    lower = path.lower()
+    if nifti:  # nibabel's header: the stored type (SimpleITK reports a scaled one as float)
+        import nibabel as nib
+
+        image = nib.load(path)  # the header only (its image header's offset is reset: the proxy keeps it)
+        raw = lower.endswith(".nii")
+        return image.header.get_data_dtype(), (int(image.dataobj.offset) if raw else 0, 1 if raw else DEFLATE_MAX_RATIO)
+    dtype = np.dtype(sitk.GetArrayViewFromImage(sitk.Image([1, 1, 1], reader.GetPixelID())).dtype)
+    layout = _metaimage_data(path) if lower.endswith(".mha") else _nrrd_data(path) if lower.endswith(".nrrd") else None
+    return dtype, layout
+
+
+def _size_problem(reader: sitk.ImageFileReader, path: str, role: str, grid: cv.Grid, nifti: bool) -> str | None:
+    """A header whose voxels its file cannot hold, or that cannot fit the memory this container may use: said
+    before any voxel is read (a 99-byte file claiming 1000^3 voxels would otherwise allocate 4 GB)."""
+    voxels = int(np.prod(grid.shape, dtype=np.int64))
+    try:
+        dtype, layout = _stored_voxels(reader, path, nifti)
+    except Exception:  # noqa: BLE001 - a header nibabel cannot parse: the voxel read says why
+        return None
+    needed = voxels * dtype.itemsize
+    file_bytes = os.path.getsize(path)
+    if layout is not None:
+        offset, ratio = layout
+        present = max(file_bytes - offset, 0)
+        if ratio == 1 and present < needed:
+            return (f"cannot read {role} voxels (truncated file: {present} of the {needed} bytes of voxel data its "
+                    "header announces)")
+        if needed > ratio * present:
+            return (f"{role} header claims {'x'.join(map(str, grid.shape))} {dtype.name} voxels "
+                    f"({_bytes_text(needed)}), more than its {file_bytes}-byte file can hold (compressed data "
+                    f"expands at most {ratio}-fold)")
+    memory = voxels * (dtype.itemsize + 4)  # the file's voxels and their float32 copy, together while converting
+    limit = memory_limit_bytes()
+    if memory > limit:
+        return (f"{role} needs about {_bytes_text(memory)} of memory to read, more than the {_bytes_text(limit)} "
+                "this container may use")
+    return None
 
 
 def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedImage:
@@ -122,6 +231,9 @@ def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedIma
     nifti = path.lower().endswith((".nii", ".nii.gz"))
     reader = _read_header(path, role)
     grid = _header_grid(reader, path, role, nifti)  # the geometry is checked before any voxel is read
+    problem = _size_problem(reader, path, role, grid, nifti)  # and the size, before any voxel is allocated
+    if problem:
+        raise InputError(f"{_name(path)}: {problem}")
     array, image = _read_voxels(reader, path, role, grid, nifti)
     bad = ~np.isfinite(array)
     if bad.any():
@@ -183,8 +295,7 @@ def _read_voxels(reader: sitk.ImageFileReader, path: str, role: str, grid: cv.Gr
         return cv.array_from_image(image), image
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data
         detail = one_line(exc)
-        raise InputError(f"{_name(path)}: cannot read {role} voxels "
-                         f"({_voxel_problem(path, reader, grid.shape, detail)})") from None
+        raise InputError(f"{_name(path)}: cannot read {role} voxels ({_voxel_problem(detail)})") from None
 
 
 def _nifti_zero_pixdim(path: str) -> bool:

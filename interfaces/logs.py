@@ -8,6 +8,7 @@ successful run that warned with a WARNING line that says it finished (never an e
 from __future__ import annotations
 
 import logging
+import re
 import resource
 import sys
 import time
@@ -87,7 +88,7 @@ def failure_line(failures: list[tuple[str, str]], counts: str, limit: int = 12, 
     characters, at most `limit` listed, then `... and N more`)."""
     items = []
     for label, why in failures[:limit]:
-        why = why if len(why) <= width else why[:width - 3] + "..."
+        why = shorten(why, width)
         items.append(f"{label}: {why}" if label else why)
     more = f"; ... and {len(failures) - limit} more (see the lines above)" if len(failures) > limit else ""
     return f"{counts}: {'; '.join(items)}{more}" if items else counts
@@ -137,6 +138,27 @@ def memory_summary() -> str:
 def one_line(exc: BaseException) -> str:
     """An exception's text on one line (the platform and the organisers read logs line by line)."""
     return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def shorten(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut after a whole word (then "..."), never inside one."""
+    if len(text) <= width:
+        return text
+    cut = text[:width - 2].rfind(" ")  # the kept text ends with the word before that space
+    return (text[:cut] if cut > width // 2 else text[:width - 3]) + "..."
+
+
+# SimpleITK's text for an ITK exception: `Exception thrown in SimpleITK <call>: <source>.cxx:99:
+# sitk::ERROR: <reason>` or `... ITK ERROR: <Class>(0x55d0...): <reason>`: the reason is the part a user reads
+_ITK_PREFIX = re.compile(r"(?:sitk::|ITK )ERROR: (?:\w+\(0x[0-9a-fA-F]+\): )?")
+
+
+def itk_reason(text: str) -> str:
+    """The reason in an ITK/SimpleITK error text, without its source-file location and object address;
+    any other text as it is (on one line)."""
+    text = " ".join(text.split())
+    matches = list(_ITK_PREFIX.finditer(text))
+    return text[matches[-1].end():] if matches and matches[-1].end() < len(text) else text
 
 
 def fmt_seconds(seconds: dict[str, float]) -> str:
