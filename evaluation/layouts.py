@@ -146,8 +146,8 @@ def _job_field(input_dir: str, job: dict) -> str:
 
 EXEC_DURATION = "exec_duration"
 RUNTIME_SOURCE_GC = "Grand Challenge job exec_duration (incl. model load, excl. data transfer)"
-_ISO_DURATION = re.compile(r"^(-)?P(?:(\d+(?:\.\d+)?)D)?(?:T(?:(\d+(?:\.\d+)?)H)?(?:(\d+(?:\.\d+)?)M)?"
-                           r"(?:(\d+(?:\.\d+)?)S)?)?$")
+_ISO_DURATION = re.compile(r"^(-)?P(?:([0-9]+(?:\.[0-9]+)?)D)?(?:T(?:([0-9]+(?:\.[0-9]+)?)H)?"
+                           r"(?:([0-9]+(?:\.[0-9]+)?)M)?(?:([0-9]+(?:\.[0-9]+)?)S)?)?$")
 
 
 def parse_iso_duration(text) -> float | None:

@@ -23,13 +23,14 @@ import SimpleITK as sitk
 MODALITIES = {0: "iUS", 1: "ceT1", 2: "T2"}
 MODALITY_INDEX = {name: index for index, name in MODALITIES.items()}
 FIXED_INDEX = 0
-IMAGE_NAME_RE = re.compile(r"^ReMIND2Reg_(\d{4})_(\d{4})\.(nii\.gz|nii|mha|nrrd)$")
-DISP_NAME_RE = re.compile(r"^disp_(\d{4})_0000_(\d{4})_(\d{4})\.(nii\.gz|npz)$")
+# [0-9], not \d: re's \d also matches other scripts' digits (full-width "０００１"), which are no case id
+IMAGE_NAME_RE = re.compile(r"^ReMIND2Reg_([0-9]{4})_([0-9]{4})\.(nii\.gz|nii|mha|nrrd)$")
+DISP_NAME_RE = re.compile(r"^disp_([0-9]{4})_0000_([0-9]{4})_([0-9]{4})\.(nii\.gz|npz)$")
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".mha", ".nrrd")
 TIMINGS_NAME = "timings.json"  # the algorithm's seconds per pair beside its fields (organisers' layout)
 # one shard K of N (runner/shards.py) writes timings.K-of-N.json instead: shards sharing OUT never clobber
 # each other's timings; the evaluation reads timings.json and every timings.K-of-N.json
-TIMINGS_NAME_RE = re.compile(r"^timings(\.(\d+)-of-(\d+))?\.json$")
+TIMINGS_NAME_RE = re.compile(r"^timings(\.([0-9]+)-of-([0-9]+))?\.json$")
 
 
 def timings_name(shard: tuple[int, int] | None = None) -> str:

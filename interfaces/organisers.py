@@ -61,8 +61,8 @@ def find_cases(input_dir: str) -> tuple[dict[str, Case], list[str]]:
         case.files[modality] = path
     near = [name for name in ignored if near_miss(name)]
     if near:
-        log.warning("not read, the name does not match ReMIND2Reg_XXXX_000M.<ext> (4-digit case, 0000 iUS, 0001 ceT1,"
-                    " 0002 T2; .nii.gz, .nii, .mha, .nrrd; exact case): %s", ", ".join(near))
+        log.warning("not read, the name does not match ReMIND2Reg_XXXX_000M.<ext> (case id of 4 ASCII digits 0-9, "
+                    "0000 iUS, 0001 ceT1, 0002 T2; .nii.gz, .nii, .mha, .nrrd; exact case): %s", ", ".join(near))
     return cases, ignored
 
 

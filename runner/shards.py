@@ -25,10 +25,11 @@ class ShardError(ValueError):
 
 
 def _int(value: str, source: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise ShardError(f"{source}: {value!r} is not a whole number") from None
+    text = str(value).strip()
+    # ASCII digits only: int() also takes other scripts' digits ("１/４"), which no scheduler writes
+    if not (text.isascii() and text.lstrip("-+").isdigit()):
+        raise ShardError(f"{source}: {value!r} is not a whole number")
+    return int(text)
 
 
 def check(k: int, n: int, source: str) -> tuple[int, int] | None:
