@@ -13,7 +13,7 @@ Many machines: --shard K/N (or $REMIND2REG_SHARD, SLURM job arrays, Kubernetes I
 $REMIND2REG_SHARDS) takes the cases at sorted positions K, K+N, ... (K from 0) and writes timings.K-of-N.json.
 Log: INFO on stdout; WARNING/ERROR on stderr, a failing run's last stderr line naming every failure.
 Exit status: 0 every pair written, 1 any case or pair failed, 2 unusable setup, 143 stopped by SIGTERM.
-See README.md (all settings) and docs/CONVENTIONS.md.
+See docs/SETTINGS.md (all settings) and docs/CONVENTIONS.md.
 """
 from __future__ import annotations
 
@@ -22,10 +22,12 @@ import os
 import signal
 import sys
 
-from interfaces.logs import log
+from interfaces import logs
+from interfaces.logs import log, one_line
 from interfaces.organisers import SEQUENCE_CHOICES, SEQUENCES_ENV
 from interfaces.version import __version__
 from runner import run  # noqa: F401 - process.run is the benchmarks' and tests' entry (model injectable)
+from runner.run import EXIT_SETUP
 
 DEFAULT_QC_DIR = "qc"  # relative to the output folder when --qc is given without a folder
 
@@ -37,6 +39,18 @@ class _Terminated(SystemExit):
 
 def _on_sigterm(signum, _frame):
     raise _Terminated(128 + signum)
+
+
+def _demo() -> int:
+    """`--demo` lives with the dev-side packages (simulation, evaluation), which the algorithm image does not ship."""
+    try:
+        from simulation.demo import demo
+    except ImportError as exc:
+        logs.setup()
+        log.error("FAILED: --demo needs the dev-side packages simulation and evaluation (a checkout of the repository, "
+                  "not the algorithm image): %s", one_line(exc))
+        return EXIT_SETUP
+    return demo()
 
 
 def main(argv=None) -> int:
@@ -58,9 +72,7 @@ def main(argv=None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         if args.demo:
-            from runner.demo import demo
-
-            return demo()
+            return _demo()
         qc_dir = None if args.qc is None else (args.qc or os.path.join(args.output, DEFAULT_QC_DIR))
         return run(args.input, args.output, sequences=args.sequences, qc_dir=qc_dir, shard=args.shard)
     except _Terminated:
