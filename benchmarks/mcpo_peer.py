@@ -11,7 +11,7 @@ default or its own fp16 with `--mcpo-precision fp16`; each textual replacement c
 (not "__main__") and calls it the way its own __main__ does for one pair: `convex_adam_pt_nofu(...)` then
 `global_block_adam_nofu(...)` with the __main__ defaults.
 
-What it returns is already the organisers' voxel field (SPEC section 3): its __main__ writes the array straight
+What it returns is already the organisers' voxel field (docs/CONVENTIONS.md §3): its __main__ writes the array straight
 into `disp_XXXX_0000_XXXX_000M.nii.gz`. Channel c = displacement along array axis c of the nibabel-loaded volume
 (its images come from `nib.load(...).get_fdata()`, the same (i, j, k) order as ours), in voxels of the fixed grid,
 fixed voxel x -> moving location x + u(x) (its warp samples moving at grid + flow, `SpatialTransformer`).
@@ -56,7 +56,8 @@ MAIN_DEFAULTS = dict(mind_r=3, mind_d=3, lambda_weight=1.25, grid_sp=6, disp_hw=
 # with D//2, W//2: an odd axis raises an IndexError) and at least 18 voxels (its coarsest level pools by 6 and
 # box-filters that n // 6 grid with a 3-voxel kernel: n // 6 < 3 raises "smaller than kernel size").
 # Sizes its pooling grids (6, 5, 4, 3, 2) do not divide still run, as the challenge's 256^3 did: it pools with
-# floor and stretches the coarse field back over the whole grid, as published (SPEC section 5's edge effect).
+# floor and stretches the coarse field back over the whole grid, as published (the edge effect of
+# docs/CONVENTIONS.md §5).
 MIN_SIZE = 18
 # Resident memory of a CPU run (the fp32 patch doubles its fp16 cost volumes): a 256^3 pair was killed by the
 # OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/BENCHMARKS.md section 8); a 96^3

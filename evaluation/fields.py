@@ -1,7 +1,7 @@
 """Read and validate one displacement field; every failure is a one-line `FieldError` naming pair and file.
 
-Organisers' files (`disp_XXXX_0000_XXXX_000M.nii.gz|.npz`) hold the voxel field directly (SPEC §3). Grand
-Challenge `.mha` files hold the DSPF physical field and are converted with
+Organisers' files (`disp_XXXX_0000_XXXX_000M.nii.gz|.npz`) hold the voxel field directly (docs/CONVENTIONS.md
+§3). Grand Challenge `.mha` files hold the DSPF physical field and are converted with
 `interfaces.conventions.physical_to_voxel_field` (the project's one definition of that convention).
 
 Dtype note (agreement with the organisers' code): the ReMIND2Reg evaluation (ReubenDo/ReMIND2Reg,

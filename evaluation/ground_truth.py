@@ -1,6 +1,6 @@
 """The organisers' ground-truth folder: which pairs to evaluate, their landmarks, spacing and grid.
 
-Layout (SPEC §2, the organisers' public evaluation config):
+Layout (docs/CONVENTIONS.md §2, the organisers' public evaluation config):
     imagesTr/ReMIND2Reg_XXXX_000M.nii.gz     headers give shape and spacing (voxels are never read)
     landmarksTr/ReMIND2Reg_XXXX_000M.csv     N x 3, 0-based voxel (i, j, k); _0000.csv serves both MR pairs
     *.json holding "eval_pairs": [{"fixed": "./imagesTr/..._0000.nii.gz", "moving": "./imagesTr/..._0001.nii.gz"}]

@@ -1,4 +1,4 @@
-"""Metrics, each following the organisers' published formula (Learn2Reg evaluation code, SPEC §4).
+"""Metrics, each following the organisers' published formula (Learn2Reg evaluation code, docs/CONVENTIONS.md §4).
 
 TRE_lm per landmark ||(p_fix + u(p_fix) - p_mov) * spacing_mov||; u sampled with
        scipy.ndimage.map_coordinates DEFAULTS (cubic spline, prefilter, mode 'constant', cval 0: a point

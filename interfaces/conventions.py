@@ -2,9 +2,9 @@
 
 Two displacement-field forms exist (see docs/ARCHITECTURE.md and docs/CONVENTIONS.md):
 
-* voxel field (organisers, SPEC §3): numpy (i, j, k, 3), channel c = displacement along index axis c,
+* voxel field (organisers, docs/CONVENTIONS.md §3): numpy (i, j, k, 3), channel c = displacement along index axis c,
   in voxels of the fixed grid; fixed voxel x corresponds to moving location x + u(x).
-* physical field (Grand Challenge DSPF socket, SPEC §6): 4-D image, array (3, k, j, i), component c =
+* physical field (Grand Challenge DSPF socket, docs/CONVENTIONS.md §6): 4-D image, array (3, k, j, i), component c =
   displacement along ITK physical (LPS) axis c in mm, 3-D geometry of the fixed image; fixed point p
   corresponds to moving point p + d(p), exactly as `SimpleITK.DisplacementFieldTransform` reads it.
 
@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 import SimpleITK as sitk
 
-# ---------------------------------------------------------------- file names (SPEC §2, §3)
+# ---------------------------------------------------------------- file names (docs/CONVENTIONS.md §2, §3)
 MODALITIES = {0: "iUS", 1: "ceT1", 2: "T2"}
 MODALITY_INDEX = {name: index for index, name in MODALITIES.items()}
 FIXED_INDEX = 0

@@ -1,7 +1,7 @@
 """Grand Challenge interface: `/input/inputs.json` + image sockets in, one DSPF displacement field out.
 
 Socket slugs are defined here (the evaluation imports them from this module). The output field is the
-physical form of interfaces/conventions.py (mm, ITK/LPS axes, fixed grid; SPEC §6), see docs/CONVENTIONS.md.
+physical form of interfaces/conventions.py (mm, ITK/LPS axes, fixed grid; docs/CONVENTIONS.md §6).
 """
 from __future__ import annotations
 

@@ -46,7 +46,7 @@ def test_organisers_layout_end_to_end(dataset, tmp_path):
         json.dump({"pairs": {"0099_0000<--0099_0001": {"seconds": 12.5, "device": "cpu"}}}, handle)
     code, data = evaluate(inp, gt, tmp_path / "out" / "metrics.json", workers=2)
     assert code == 0 and data["errors"] == [] and data["layout"] == "organisers"
-    # Learn2Reg shape (SPEC §4)
+    # Learn2Reg shape (docs/CONVENTIONS.md §4)
     assert {"name", "aggregates", "cases", "eval_version"} <= set(data)
     assert set(data["cases"]) == {f"{c}_0000<--{c}_{m:04d}" for c, m in PAIRS}
     for metric, agg in data["aggregates"].items():

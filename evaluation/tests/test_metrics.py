@@ -1,4 +1,4 @@
-"""Agreement with the organisers' published formulas (SPEC §4), on hand-computed cases.
+"""Agreement with the organisers' published formulas (docs/CONVENTIONS.md §4), on hand-computed cases.
 
 `official_*` below are independent, literal transcriptions of the published formulas (Learn2Reg evaluation
 code, eval_version 2.0): full-volume map_coordinates with defaults, and the Jacobian from 3-D correlate kernels
