@@ -128,7 +128,7 @@ def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
         return Plan("grand-challenge", [], ["job"], writer, False)
     log.info("Grand Challenge layout: %s; output for %s",
              ", ".join(f"{sockets.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
-    if target not in settings.sequences:  # the sockets decide (README "Container (Grand Challenge)")
+    if target not in settings.sequences:  # the sockets decide (docs/CONTAINER.md, "Grand Challenge")
         log.info("this image was built for %s (REMIND2REG_SEQUENCES); the job has no %s socket, so its %s "
                  "socket is registered", _names(settings.sequences), _names(settings.sequences),
                  cv.MODALITIES[target])
