@@ -60,7 +60,7 @@ MAIN_DEFAULTS = dict(mind_r=3, mind_d=3, lambda_weight=1.25, grid_sp=6, disp_hw=
 # docs/CONVENTIONS.md §5).
 MIN_SIZE = 18
 # Resident memory of a CPU run (the fp32 patch doubles its fp16 cost volumes): a 256^3 pair was killed by the
-# OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/BENCHMARKS.md section 8); a 96^3
+# OOM killer at 24.3 GB, before its first pair was written (2026-12-02, docs/HISTORY.md); a 96^3
 # pair peaked at 2.4 GB. About 1.45 kB per voxel of the fixed grid at 256^3, the figure used for the warning.
 CPU_BYTES_PER_VOXEL = 24.3e9 / 256 ** 3
 # With --mcpo-precision fp16 (its features and cost volumes kept in fp16, as on its GPU): 256^3 pairs peaked at
