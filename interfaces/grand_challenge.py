@@ -37,8 +37,21 @@ def socket_of(item: dict) -> dict:
     return item.get("interface") or item.get("socket") or {}
 
 
+def _inside(input_dir: str, relative_path: str, slug: str) -> str:
+    """`input_dir`/`relative_path`, refused when the path leaves the input folder (absolute, or `..` above it):
+    a job reads its own sockets only. Checked on the written path; a symlink inside the input folder is
+    followed (the platform makes none; a local test folder may link its images)."""
+    if not isinstance(relative_path, str):
+        raise SocketError(f"socket {slug!r}: relative_path {relative_path!r} is not a path")
+    parts = os.path.normpath(relative_path).split(os.sep)
+    if os.path.isabs(relative_path) or parts[0] == os.pardir:
+        raise SocketError(f"socket {slug!r}: relative_path {relative_path!r} is outside the input folder "
+                          f"{input_dir}; a socket's path must lie inside it")
+    return os.path.join(input_dir, os.path.normpath(relative_path))
+
+
 def _socket_image(input_dir: str, relative_path: str, slug: str) -> str:
-    path = os.path.join(input_dir, relative_path)
+    path = _inside(input_dir, relative_path, slug)
     if os.path.isfile(path):
         return path
     if not os.path.isdir(path):

@@ -14,6 +14,7 @@ from interfaces import organisers as org
 from interfaces.images import nifti_affine_for, write_sitk_image, write_voxel_field_nifti
 from interfaces.logs import Progress, log
 from runner import shards
+from runner.leftovers import Scope
 from runner.settings import SetupError
 
 
@@ -49,6 +50,8 @@ class Plan:
     timings_name: str = cv.TIMINGS_NAME  # timings.json, or timings.K-of-N.json for a shard
     stale: list[tuple[str, str]] = field(default_factory=list)  # (label, output path) of cases failed here:
     # a field an earlier run left under such a name would be scored as this run's answer, so it is removed
+    scope: Scope | None = None  # what the run answers for in its output folder (runner/leftovers.py)
+    no_case: str = ""           # why the input has no case at all: the run's last line says it
 
 
 class OrganisersWriter:
@@ -81,6 +84,8 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         log.info("ignored %d file(s) that are not ReMIND2Reg images: %s", len(ignored), ", ".join(ignored[:10]))
     log.info("organisers' layout: %d case(s) in %s; sequences %s", len(cases), input_dir, _names(settings.sequences))
     everything = len(cases)
+    scope = Scope("organisers", cases=set(cases), sequences=settings.sequences, shard=settings.shard,
+                  timings_name=cv.timings_name(settings.shard), write_timings=settings.write_timings)
     if settings.shard is not None:
         mine = shards.select(cases, settings.shard)
         k, n = settings.shard
@@ -108,11 +113,17 @@ def plan_organisers(input_dir: str, output_dir: str, settings) -> Plan:
         jobs.append(CaseJob(label, case.files, [
             PairJob(m, f"{label} {cv.MODALITIES[m]}", os.path.join(output_dir, org.output_name(case_id, m)),
                     cv.pair_key(case_id, m), f"{case_id}_{m:04d}.png") for m in pairs]))
+    scope.mine = set(cases)
+    scope.outputs = {os.path.abspath(pair.output_path) for job in jobs for pair in job.pairs}
+    no_case = ""
     if not everything:
-        log.error("FAILED: no ReMIND2Reg_XXXX_000M image files in %s", input_dir)
+        no_case = (f"no case found in {input_dir} (expected ReMIND2Reg_XXXX_0000.nii.gz, the iUS, with "
+                   "ReMIND2Reg_XXXX_0001 (ceT1) or _0002 (T2); .nii.gz, .nii, .mha or .nrrd"
+                   + (f"; {len(ignored)} other file(s) ignored)" if ignored else ")"))
+        log.error("FAILED: %s", no_case)
         failed.append("input folder")
     return Plan("organisers", jobs, failed, OrganisersWriter(settings.gzip_level), settings.write_timings,
-                cv.timings_name(settings.shard), stale)
+                cv.timings_name(settings.shard), stale, scope, no_case)
 
 
 def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
@@ -125,15 +136,21 @@ def plan_grand_challenge(input_dir: str, output_dir: str, settings) -> Plan:
         target = sockets.choose_target(set(paths) - {cv.FIXED_INDEX}, settings.sequences)
     except sockets.SocketError as exc:
         log.error("FAILED job: %s", exc)
-        return Plan("grand-challenge", [], ["job"], writer, False)
-    log.info("Grand Challenge layout: %s; output for %s",
-             ", ".join(f"{sockets.INPUT_SLUGS[m]} ({names[m]})" for m in sorted(paths)), cv.MODALITIES[target])
+        output = sockets.output_path(output_dir)  # an earlier job's field would read as this one's answer
+        return Plan("grand-challenge", [], ["job"], writer, False, stale=[("job", output)],
+                    scope=Scope("grand-challenge", outputs={os.path.abspath(output)}))
+    # the file each socket read (inside the input folder: interfaces/grand_challenge.py), and its upload name
+    log.info("Grand Challenge layout: %s; output for %s", ", ".join(
+        f"{sockets.INPUT_SLUGS[m]} read {os.path.relpath(paths[m], input_dir)}"
+        + (f" (uploaded as {names[m]})" if names[m] != os.path.basename(paths[m]) else "") for m in sorted(paths)),
+        cv.MODALITIES[target])
     if target not in settings.sequences:  # the sockets decide (docs/CONTAINER.md, "Grand Challenge")
         log.info("this image was built for %s (REMIND2REG_SEQUENCES); the job has no %s socket, so its %s "
                  "socket is registered", _names(settings.sequences), _names(settings.sequences),
                  cv.MODALITIES[target])
     pair = PairJob(target, f"job {cv.MODALITIES[target]}", sockets.output_path(output_dir), None, "job.png")
-    return Plan("grand-challenge", [CaseJob("job", paths, [pair])], [], writer, False)
+    return Plan("grand-challenge", [CaseJob("job", paths, [pair])], [], writer, False,
+                scope=Scope("grand-challenge", outputs={os.path.abspath(pair.output_path)}))
 
 
 def plan(input_dir: str, output_dir: str, settings) -> Plan:

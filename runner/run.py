@@ -8,7 +8,7 @@ from interfaces import logs
 from interfaces.background_io import BackgroundIO
 from interfaces.images import check_writable, write_json_atomic
 from interfaces.logs import log, one_line
-from runner import cases
+from runner import cases, leftovers
 from runner.cases import RunContext
 from runner.layouts import plan
 from runner.model_loader import LazyRegistration
@@ -36,11 +36,13 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
         return EXIT_SETUP
     for label, path in job.stale:  # cases that failed while planning (pairs that fail later: runner/cases.py)
         cases.remove_stale(path, label, output_dir)
+    leftovers.sweep(job.scope, output_dir)  # what earlier runs left that this run answers for (or a WARNING)
     lazy = LazyRegistration(registration, settings.config_file, settings.config_source, config)
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
     if job.write_timings:
         write_timings_file(job, outcomes, lazy.load_seconds, output_dir)
+    leftovers.timings_not_rewritten(job.scope, output_dir)
     return finish(job, outcomes, time.perf_counter() - t_run)
 
 
@@ -97,6 +99,8 @@ def finish(job, outcomes: list, seconds: float) -> int:
 def final_failure_line(job, outcomes: list, pairs: int) -> str:
     """`<n> of <N> pairs failed[, <m> case(s) ...]: <label>: <why>; ...` from the run's FAILED lines: the
     platform shows a failed job's last non-empty stderr line."""
+    if job.no_case:  # nothing was there to fail: say that, not "1 case(s) not started"
+        return f"run failed: {job.no_case}"
     failed_pairs = sum(o.timings is None for o in outcomes)
     counts = [f"{failed_pairs} of {pairs} pair(s) failed"] if pairs or failed_pairs else []
     if job.failed:
