@@ -29,7 +29,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 import numpy as np
 
 from evaluation import metrics as M
-from evaluation.fields import FieldError, load_field
+from evaluation.fields import FieldError, implausible_magnitude, load_field
 from evaluation.ground_truth import (DEFAULT_GROUND_TRUTH, GroundTruthError, Pair, discover_pairs,
                                      image_grid, image_header, image_path, load_landmarks, pairs_from_config)
 from evaluation.layouts import locate
@@ -78,16 +78,17 @@ def evaluate_pair(pair: Pair, gt_dir: str, field_path: str | None, runtime: floa
         fixed_points, moving_points = load_landmarks(pair, gt_dir)
         has_images = all(os.path.isfile(image_path(gt_dir, pair.case, m)) for m in (FIXED_INDEX, pair.moving))
         if has_images or layout != "grand-challenge":
-            shape, _ = image_header(pair, gt_dir, FIXED_INDEX)
+            shape, fixed_spacing = image_header(pair, gt_dir, FIXED_INDEX)
             _, spacing = image_header(pair, gt_dir, pair.moving)
         else:
-            shape = spacing = None  # GC without images: the DSPF's own grid (= the shared grid) is used
+            shape = spacing = fixed_spacing = None  # GC without images: the DSPF's own grid (= the shared grid)
         loaded = load_field(field_path, shape, pair.key)
         if loaded.grid is not None:
             if has_images and not loaded.grid.matches(image_grid(pair, gt_dir, FIXED_INDEX)):
                 raise FieldError(f"{pair.key}: {os.path.basename(field_path)}: DSPF geometry (origin, spacing, "
                                  f"direction) does not match the fixed image")
             spacing = spacing or loaded.grid.spacing
+            fixed_spacing = fixed_spacing or loaded.grid.spacing
         tre = M.tre(fixed_points, moving_points, loaded.field, spacing, loaded.sample_dtype)
         tre0 = M.tre(fixed_points, moving_points, None, spacing)
         result = {M.TRE: {"mean": float(tre.mean()), "detailed": tre.tolist()},
@@ -99,7 +100,9 @@ def evaluate_pair(pair: Pair, gt_dir: str, field_path: str | None, runtime: floa
         if report_dir:
             from evaluation import report
             report.pair_figure(pair, gt_dir, loaded.field, fixed_points, moving_points, tre, tre0, report_dir)
-        return {"key": pair.key, "metrics": result, "tre": tre.tolist()}
+        warning = implausible_magnitude(loaded.field, fixed_spacing)  # the voxel field is on the fixed grid
+        return {"key": pair.key, "metrics": result, "tre": tre.tolist(),
+                **({"warnings": [warning]} if warning else {})}
     except FieldError as exc:
         return {"key": pair.key, "error": str(exc), "kind": PREDICTION}
     except GroundTruthError as exc:
@@ -212,13 +215,14 @@ def run(input_dir: str, gt_dir: str, output: str, config: str | None = None, wor
             for p in pairs if p.key not in located.errors]
     _score(jobs, workers, tally.finish)
     results = sorted(tally.finished, key=lambda r: r["key"])
-    data = build_metrics(results, pairs, name, located.layout, located.warnings, {}, tally.identity, missing,
+    warnings = located.warnings + tally.warnings
+    data = build_metrics(results, pairs, name, located.layout, warnings, {}, tally.identity, missing,
                          located.runtime_source)
     write_json_atomic(data, output)
     if report_dir and data["cases"]:
         from evaluation import report
         report.summary_figure({name: data}, report_dir)
-    return _conclude(data, results, len(pairs), tally.identity, located.warnings, missing, output)
+    return _conclude(data, results, len(pairs), tally.identity, warnings, missing, output)
 
 
 def _plan(input_dir: str, gt_dir: str, config: str | None, missing: str):
@@ -251,6 +255,7 @@ class _Tally:
         self.by_key, self.total = {p.key: p for p in pairs}, len(pairs)
         self.gt_dir, self.missing = gt_dir, missing
         self.identity: dict[str, str] = {}  # pair key -> why it was scored as identity
+        self.warnings: list[str] = []        # the pairs' own warnings (e.g. an implausible field magnitude)
         self.finished: list[dict] = []
         self.progress = Progress(len(pairs))
 
@@ -272,6 +277,9 @@ class _Tally:
                      + (f", {M.RUNTIME} {values[M.RUNTIME]['mean']:.1f}" if M.RUNTIME in values else ""))
         else:
             log.error(f"{step}{result['error']}")
+        for warning in result.get("warnings", []):
+            self.warnings.append(f"{key}: {warning}")
+            log.warning(f"{step}{key}: {warning}")
         self.finished.append(result)
         return result
 

@@ -124,5 +124,25 @@ def load_field(path: str, expected_shape: tuple[int, int, int] | None, pair: str
     return LoadedField(field, sample_dtype, grid)
 
 
+def implausible_magnitude(field: np.ndarray, spacing) -> str | None:
+    """Why the field's size cannot be right for its grid, or None. A displacement longer than the grid's own
+    diagonal takes its voxel out of the image wherever that voxel lies, so no landmark there can be matched:
+    when 1% of the voxels move that far (the 99th percentile of |u| in mm, on every 2nd voxel of a large
+    field), the field is most likely on the wrong scale (mm for voxels, metres, x1000). Scored all the same:
+    the TRE says how wrong it is; the WARNING says why it may be."""
+    shape = np.asarray(field.shape[:3], dtype=np.float64)
+    spacing = np.asarray(spacing, dtype=np.float64)
+    diagonal = float(np.linalg.norm(shape * spacing))
+    step = 2 if field[..., 0].size > 2_000_000 else 1
+    sample = np.asarray(field[::step, ::step, ::step], dtype=np.float64).reshape(-1, 3) * spacing
+    p99 = float(np.percentile(np.linalg.norm(sample, axis=1), 99))
+    if not p99 > diagonal:
+        return None
+    return (f"implausible field magnitude for its grid: 1% of the voxels move by {p99:.4g} mm or more, longer "
+            f"than the grid's whole diagonal ({diagonal:.4g} mm: "
+            f"{'x'.join(str(int(n)) for n in shape)} voxels at {'x'.join(f'{s:.3g}' for s in spacing)} mm), "
+            "which takes them out of the image wherever they lie; a scale or unit error (mm for voxels, x1000)?")
+
+
 def _one_line(exc: BaseException) -> str:
     return one_line(exc)[:300]  # a field reader's error can quote a whole header
