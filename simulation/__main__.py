@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                     help="--hybrid: centre each case in an N^3 grid (e.g. 256, the challenge's size)")
     ap.add_argument("--stress", action="store_true",
                     help="stress cases (docs/SIMULATION.md, 'Stress cases'); e.g. --shape 128")
+    ap.add_argument("--renderer", default="classic", choices=["classic", "learned"],
+                    help="iUS renderer of simulated cases: classic (hand-set, default) or learned (fitted to the "
+                         "real RESECT iUS, resources/sim/us_appearance.json; docs/SIMULATION.md)")
     ap.add_argument("--start-id", type=int, default=1, help="first case id (4 digits)")
     ap.add_argument("--no-field", action="store_true", help="do not write groundtruthTr/ fields")
     return ap
@@ -75,7 +78,7 @@ def _make_case(args, n: int, seed: int) -> dict:
         from .stress import make_stress_case
         return make_stress_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
     from .cases import make_simulated_case
-    return make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing)
+    return make_simulated_case(seed, anatomy=anat, shape=(args.shape,) * 3, spacing=spacing, renderer=args.renderer)
 
 
 if __name__ == "__main__":

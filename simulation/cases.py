@@ -502,7 +502,7 @@ def _tumour_on_fixed_grid(src, fixed_to_src, grid: _Grid) -> dict:
 # ----------------------------------------------------------------------------- main entry
 def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256), spacing: float = 0.5,
                         target_tre_mm: float | None = None, n_landmarks: int | None = None,
-                        us_params: dict | None = None, stress: dict | None = None) -> dict:
+                        us_params: dict | None = None, stress: dict | None = None, renderer: str = "classic") -> dict:
     """One simulated post-resection case (SIMULATED iUS, real MRI anatomy) with exact ground truth.
 
     shape, spacing: fixed grid (isotropic).  The field of view is shape*spacing; lengths of the scene
@@ -511,6 +511,8 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     Returns dict(fixed, moving={"ceT1","T2"}, spacing, affine, fixed_landmarks, moving_landmarks,
     true_displacement, fan_mask, ...).  All images float32 (i, j, k) on the fixed grid.
     stress: the stressors of a stress case (simulation.stress.draw_stressors; None for an ordinary case).
+    renderer: "classic" (ultrasound.render, hand-set; the default) or "learned" (appearance.render: brain tissue
+    from the model fitted to the real RESECT iUS, resources/sim/us_appearance.json).
     """
     # Longer than a screen on purpose: this is the construction (module docstring, steps 1-5) as a flat list of
     # named stages in the order they draw from `rng`; splitting it further would hide that order.
@@ -542,7 +544,12 @@ def make_simulated_case(seed: int, anatomy: str = "mni152", shape=(256, 256, 256
     if "cavity_contents" in stress:
         contents = cavity_contents(src, cavity_src, np.random.default_rng([int(seed), 17]),
                                    **stress["cavity_contents"])
-    us, fan_mask, us_info = ultrasound.render(src, cavity_src, rim_src, fixed_to_src, u, fan, grid.sp,
+    render = ultrasound.render
+    if renderer == "learned":
+        from .appearance import render
+    elif renderer != "classic":
+        raise ValueError(f"unknown renderer {renderer!r} (classic | learned)")
+    us, fan_mask, us_info = render(src, cavity_src, rim_src, fixed_to_src, u, fan, grid.sp,
                                               grid.shape, np.random.default_rng([int(seed), 13]), us_params,
                                               contents)
     if stress:

@@ -1,0 +1,307 @@
+"""Refit the learned iUS appearance model (`simulation.appearance`) from the REAL data in ../shared/data.
+
+    python -m simulation.fit_appearance [--out resources/sim/us_appearance.json] [--crop N]
+
+Steps (each prints its figures):
+1. echogenicity: ridge regression of the log local mean of the iUS (Gaussian 0.75 mm inside the fan) on 10 T1
+   features (linear: a quadratic basis scored worse on the hold-out, mean r 0.09 against 0.22, negative on both
+   halves of one axis), RESECT case 24 (real iUS and T1 on one grid), inside the fan eroded by 1 mm. Spatial hold-out: for each index axis and each side, fit
+   on one half of the fan and score on the other half (a 4 mm gap left out between the halves, as wide as the
+   largest feature scale), Pearson r of the prediction with log iUS raw and smoothed at 1 mm. The shipped model
+   is fitted on the whole fan.
+2. texture: the mean radial power spectrum of log iUS over 16 mm cubes inside the 17 real fans, scaled so that
+   var(echogenicity + texture) equals the real cubes' mean variance of log iUS.
+3. histogram: the real volumes' fan quantiles, averaged over volumes at 201 levels; the spread (sd) of the
+   volumes' log medians becomes the per-case gain spread.
+4. beam: for the volumes whose fan apex the fan's shape gives (a least-squares apex fit of the fan's side faces
+   and caps, accepted when the fit is good), the slope of log iUS with depth (attenuation left after TGC) and
+   the slope of the depth-detrended, standardised log iUS on the mean brightness 2-10 mm upstream along the ray
+   (shadowing behind bright reflectors).
+--crop N keeps an N^3 crop around each fan's centre (tests; the figures are then not the shipped ones).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import sys
+import time
+
+import numpy as np
+import nibabel as nib
+from scipy import ndimage
+
+from . import appearance as A
+from .hybrid import DATA_DIR
+
+PSD_BINS = np.linspace(0.0, 1.0, 33)  # cycles/mm; 0.5 mm voxels reach 1.0
+
+
+def _load(path, crop=None):
+    img = nib.load(path)
+    v = np.asarray(img.get_fdata(), np.float32)
+    sl = _crop_slices(v > 0, crop)
+    return v[sl], np.asarray(img.header.get_zooms()[:3], np.float64), sl
+
+
+def _crop_slices(mask, crop):
+    if not crop:
+        return tuple(slice(None) for _ in mask.shape)
+    c = np.argwhere(mask).mean(0).astype(int)
+    return tuple(slice(max(0, ci - crop // 2), max(0, ci - crop // 2) + crop) for ci in c)
+
+
+def real_files():
+    files = sorted(glob.glob(os.path.join(DATA_DIR, "resect-us", "Case*_us.nii.gz")))
+    return files + [os.path.join(DATA_DIR, "resect-case24", "us.nii.gz")]
+
+
+# ----------------------------------------------------------------------------- 1. echogenicity
+def fit_echo(crop=None, lam=1.0, n_fit=60000, seed=0, quadratic=False, verbose=True):
+    us, sp, sl = _load(os.path.join(DATA_DIR, "resect-case24", "us.nii.gz"), crop)
+    t1 = np.asarray(nib.load(os.path.join(DATA_DIR, "resect-case24", "t1.nii.gz")).get_fdata(), np.float32)[sl]
+    fan = us > 0
+    inner = ndimage.binary_erosion(fan, iterations=max(1, int(round(1.0 / sp.min()))))
+    F = A.mr_features(t1, fan, sp)
+    y_raw = np.log(np.maximum(us, 1.0))
+    y_fit = np.log(np.maximum(A_smooth_in(us, fan, 0.75 / sp), 1.0))
+    y_s1 = np.log(np.maximum(A_smooth_in(us, fan, 1.0 / sp), 1.0))
+    idx = np.argwhere(inner)
+    rng = np.random.default_rng(seed)
+    scores = []
+    gap = 4.0
+    for ax in range(3):
+        cut = np.median(idx[:, ax])
+        pos = idx[:, ax] * sp[ax]
+        for side in (0, 1):
+            train = (pos < cut * sp[ax] - gap / 2) if side == 0 else (pos > cut * sp[ax] + gap / 2)
+            test = (pos > cut * sp[ax] + gap / 2) if side == 0 else (pos < cut * sp[ax] - gap / 2)
+            tr = idx[train][rng.permutation(train.sum())[:n_fit]]
+            te = idx[test]
+            Ftr = F[(slice(None),) + tuple(tr.T)].T
+            m = A.fit_ridge(Ftr, y_fit[tuple(tr.T)], lam, quadratic)
+            p = A.predict(m, F[(slice(None),) + tuple(te.T)].T)
+            r_raw = float(np.corrcoef(p, y_raw[tuple(te.T)])[0, 1])
+            r_s1 = float(np.corrcoef(p, y_s1[tuple(te.T)])[0, 1])
+            scores.append(dict(axis=ax, side=side, r_raw=r_raw, r_smooth1mm=r_s1, n_test=int(test.sum())))
+            if verbose:
+                print(f"  hold-out axis {ax} half {side}: r(log iUS) {r_raw:+.3f}, r(log iUS smoothed 1 mm) "
+                      f"{r_s1:+.3f} on {test.sum()} voxels")
+    allv = idx[rng.permutation(len(idx))[: 2 * n_fit]]
+    model = A.fit_ridge(F[(slice(None),) + tuple(allv.T)].T, y_fit[tuple(allv.T)], lam, quadratic)
+    pred = A.predict(model, F[(slice(None),) + tuple(idx.T)].T)
+    model["var_pred"] = float(np.var(pred))
+    model["holdout"] = scores
+    model["holdout_mean_r_raw"] = float(np.mean([s["r_raw"] for s in scores]))
+    model["holdout_mean_r_smooth1mm"] = float(np.mean([s["r_smooth1mm"] for s in scores]))
+    model["fit_r_raw"] = float(np.corrcoef(pred, y_raw[tuple(idx.T)])[0, 1])
+    if verbose:
+        print(f"echogenicity: held-out r {model['holdout_mean_r_raw']:.3f} (raw), "
+              f"{model['holdout_mean_r_smooth1mm']:.3f} (smoothed 1 mm); in-sample r {model['fit_r_raw']:.3f}")
+    return model
+
+
+def A_smooth_in(vol, mask, sigma_vox):
+    m = mask.astype(np.float32)
+    return ndimage.gaussian_filter(vol * m, sigma_vox) / np.maximum(ndimage.gaussian_filter(m, sigma_vox), 1e-3)
+
+
+# ----------------------------------------------------------------------------- 2.-3. texture and histogram
+def fit_texture_histogram(files, var_pred, crop=None, verbose=True):
+    psds, logvars, qs, meds, cube_vars = [], [], [], [], []
+    levels = np.linspace(0.0005, 0.9995, 201)
+    rng = np.random.default_rng(1)
+    for f in files:
+        us, sp, _ = _load(f, crop)
+        fan = us > 0
+        inner = ndimage.binary_erosion(fan, iterations=2)
+        lg = np.log(np.maximum(us, 1.0))
+        logvars.append(float(np.var(lg[inner])))
+        qs.append(np.quantile(us[fan], levels))
+        meds.append(float(np.median(us[fan])))
+        n = 32
+        deep = ndimage.binary_erosion(fan, iterations=n // 2 + 1)
+        cand = np.argwhere(deep)
+        cubes = []
+        for c in cand[rng.choice(len(cand), size=min(6, len(cand)), replace=False)] if len(cand) else []:
+            lo = c - n // 2
+            cube = lg[lo[0]:lo[0] + n, lo[1]:lo[1] + n, lo[2]:lo[2] + n]
+            if cube.shape == (n, n, n):
+                cubes.append(A.radial_psd(cube, sp, PSD_BINS))
+                cube_vars.append(float(np.var(cube)))
+        if cubes:
+            psds.append(np.mean(cubes, 0))
+    psd = np.mean(psds, 0)
+    k = 0.5 * (PSD_BINS[1:] + PSD_BINS[:-1])
+    # variance that a unit-scale field of this spectrum has on a 0.5 mm grid
+    v_unit = float(np.var(A.texture_field((64, 64, 64), (0.5, 0.5, 0.5), k, psd, np.random.default_rng(2))))
+    # the spectrum describes variance within 16 mm cubes; the whole fan's variance also holds depth and gain
+    # trends that the attenuation and the quantile map carry, so the texture gets the cubes' variance
+    var_real = float(np.mean(cube_vars))
+    scale = float(np.sqrt(max(var_real - var_pred, 0.05 * var_real) / max(v_unit, 1e-12)))
+    quant = np.mean(qs, 0)
+    log_gain_sd = float(np.std(np.log(meds)))
+    hetero, snr_real, snr_sim = _fit_hetero(files, k, psd, scale, levels, quant, crop)
+    if verbose:
+        print(f"texture: {len(psds)} volumes' spectra; real var(log iUS) {var_real:.3f} in 16 mm cubes "
+              f"({np.mean(logvars):.3f} over whole fans), echogenicity explains "
+              f"{var_pred:.3f}, texture scale {scale:.3f}")
+        print(f"histogram: {len(qs)} volumes; p5/p50/p95 of the mean quantile curve "
+              f"{np.interp([0.05, 0.5, 0.95], levels, quant).round(1).tolist()}; per-case gain sd (log) "
+              f"{log_gain_sd:.3f}")
+        print(f"texture heterogeneity {hetero:.2f}: speckle SNR {snr_sim:.2f} against the real {snr_real:.2f}")
+    return (dict(k=k.tolist(), psd=psd.tolist(), scale=scale, hetero=hetero, snr_real=snr_real, snr_sim=snr_sim, var_real_log_cubes=var_real,
+                 var_real_log_fan=float(np.mean(logvars))),
+            dict(levels=levels.tolist(), quantiles=quant.tolist(), log_gain_sd=log_gain_sd))
+
+
+def _snr(vol, mask, sp):
+    """compare_real.us_stats' speckle SNR: median over 4 mm windows of local mean / local sd."""
+    w = max(2, int(round(4.0 / np.mean(sp))))
+    m = ndimage.uniform_filter(vol.astype(np.float64), w)
+    sd = np.sqrt(np.maximum(ndimage.uniform_filter(vol.astype(np.float64) ** 2, w) - m * m, 0))
+    ok = ndimage.binary_erosion(mask, iterations=w) & (sd > 0)
+    return float(np.median(m[ok] / sd[ok]))
+
+
+def _fit_hetero(files, k, psd, scale, levels, quant, crop=None):
+    """The texture's amplitude modulation whose rendered speckle SNR (a 64^3 block at 0.5 mm, quantile-mapped
+    like a render) is closest to the real volumes' mean SNR."""
+    snrs = []
+    for f in files:
+        us, sp, _ = _load(f, crop)
+        snrs.append(_snr(us, us > 0, sp))
+    target = float(np.mean(snrs))
+    mask = np.ones((64, 64, 64), bool)
+    best = None
+    for h in np.arange(0.0, 3.01, 0.25):
+        vals = []
+        for seed in (0, 1):
+            T = scale * A.texture_field(mask.shape, (0.5,) * 3, k, psd, np.random.default_rng(seed), h)
+            img = A._quantile_map(T.ravel(), levels, quant).reshape(mask.shape)
+            vals.append(_snr(img, mask, (0.5,) * 3))
+        s = float(np.mean(vals))
+        if best is None or abs(s - target) < abs(best[1] - target):
+            best = (float(h), s)
+    return best[0], target, best[1]
+
+
+# ----------------------------------------------------------------------------- 4. beam: apex, attenuation, shadow
+def _skew(n):
+    z = np.zeros(len(n))
+    return np.stack([np.stack([z, -n[:, 2], n[:, 1]], -1), np.stack([n[:, 2], z, -n[:, 0]], -1),
+                     np.stack([-n[:, 1], n[:, 0], z], -1)], 1)
+
+
+def fit_apex(mask, sp):
+    """Probe apex (voxels) of a fan from its shape: boundary points on a side face satisfy n.(x - a) = 0, on a
+    cap (near / far) n x (x - a) = 0; alternating classification and linear least squares from 18 starts.
+    Returns (apex voxels, residual, side fraction, nearest fan distance mm) of the best valid start, or None."""
+    sm = ndimage.gaussian_filter(mask.astype(np.float32), 1.5)
+    g = np.stack(np.gradient(sm), -1) / sp
+    bd = mask & ~ndimage.binary_erosion(mask)
+    inner_box = np.zeros_like(mask)
+    inner_box[2:-2, 2:-2, 2:-2] = True
+    bd &= inner_box
+    x = (np.argwhere(bd) * sp)[::3]
+    n = g[bd][::3]
+    n = -n / np.maximum(np.linalg.norm(n, axis=1, keepdims=True), 1e-9)
+    X = np.argwhere(mask)[::7] * sp
+    c = X.mean(0)
+    _, V = np.linalg.eigh(np.cov((X - c).T))
+    best = None
+    for k in range(3):
+        for s in (1, -1):
+            for dist in (40, 70, 100):
+                a = c + s * dist * V[:, k]
+                for _ in range(40):
+                    dn = (x - a) / np.linalg.norm(x - a, axis=1, keepdims=True)
+                    side = np.abs((n * dn).sum(1)) < 0.5
+                    S = _skew(n[~side])
+                    Amat = np.concatenate([n[side], S.reshape(-1, 3)])
+                    b = np.concatenate([(n[side] * x[side]).sum(1), np.einsum("nij,nj->ni", S, x[~side]).ravel()])
+                    a_new = np.linalg.lstsq(Amat, b, rcond=None)[0]
+                    done = np.linalg.norm(a_new - a) < 1e-3
+                    a = a_new
+                    if done:
+                        break
+                rmin = float(np.linalg.norm(X - a, axis=1).min())
+                dn = (x - a) / np.linalg.norm(x - a, axis=1, keepdims=True)
+                res = float(np.mean(np.minimum(np.abs((n * dn).sum(1)), np.linalg.norm(np.cross(n, dn), axis=1))))
+                if rmin < 10 or side.mean() < 0.3:
+                    continue
+                if best is None or res < best[1]:
+                    best = (a / sp, res, float(side.mean()), rmin)
+    return best
+
+
+def fit_beam(files, crop=None, max_res=0.25, bright_z=2.0, verbose=True):
+    betas, ks, used = [], [], []
+    for f in files:
+        us, sp, _ = _load(f, crop)
+        fan = us > 0
+        fit = fit_apex(fan, sp)
+        name = os.path.basename(f)
+        if fit is None or fit[1] > max_res:
+            if verbose:
+                print(f"  {name}: no apex from the fan's shape (residual {fit[1] if fit else float('nan'):.2f})")
+            continue
+        apex = fit[0]
+        inner = ndimage.binary_erosion(fan, iterations=2)
+        lg = np.log(np.maximum(us, 1.0))
+        r = A.depth_mm(inner, apex, sp).astype(np.float64)
+        slope, icpt = np.polyfit(r[inner], lg[inner].astype(np.float64), 1)
+        resid = np.where(inner, lg - (slope * r + icpt), 0)
+        z = (resid / (resid[inner].std() + 1e-9)).astype(np.float32)
+        bright = np.where(inner, np.clip(z - bright_z, 0, None), 0).astype(np.float32)
+        up = A.upstream_mean(bright, inner, apex, sp)
+        # shadow = darker than the neighbouring rays at the same place: both sides high-passed (6 mm), so that a
+        # bright near field or a brighter region does not count as "brighter behind bright reflectors"
+        hp = lambda v: v - A_smooth_in(v, inner, 6.0 / sp)
+        k = float(np.polyfit(hp(up)[inner].astype(np.float64), hp(z)[inner].astype(np.float64), 1)[0])
+        betas.append(-float(slope))
+        ks.append(k * float(resid[inner].std()))  # in log units per unit of upstream brightness
+        used.append(name)
+        if verbose:
+            print(f"  {name}: apex residual {fit[1]:.2f}, depth {r[inner].min():.0f}-{r[inner].max():.0f} mm, "
+                  f"attenuation {-slope * 8.686 * 10:.2f} dB/cm (display log), shadow slope {ks[-1]:+.3f}")
+    if not betas:
+        return dict(beta_per_mm=0.0, k_shadow=0.0, bright_z=bright_z, n_volumes=0, volumes=[])
+    # a shadow brightens nothing: a positive median (bright structures continue along the beam) is clipped to 0
+    out = dict(beta_per_mm=float(np.median(betas)), k_shadow=min(0.0, float(np.median(ks))), bright_z=bright_z,
+               k_shadow_measured=float(np.median(ks)), n_volumes=len(betas), volumes=used, beta_all=betas, k_all=ks)
+    if verbose:
+        print(f"beam: {len(betas)} volumes with an apex; attenuation {out['beta_per_mm']:.4f} /mm "
+              f"(median; range {min(betas):.4f}-{max(betas):.4f}), shadow {out['k_shadow']:+.3f} "
+              f"(range {min(ks):+.3f}-{max(ks):+.3f})")
+    return out
+
+
+def fit_all(crop=None, files=None, verbose=True) -> dict:
+    t = time.time()
+    files = files or real_files()
+    echo = fit_echo(crop, verbose=verbose)
+    texture, hist = fit_texture_histogram(files, echo["var_pred"], crop, verbose=verbose)
+    beam = fit_beam(files, crop, verbose=verbose)
+    return dict(echo=echo, texture=texture, histogram=hist, beam=beam,
+                source=("fitted by python -m simulation.fit_appearance on the REAL RESECT iUS in ../shared/data "
+                        f"({len(files)} volumes; echogenicity on case 24)" + (f", crop {crop}" if crop else "")),
+                fit_seconds=round(time.time() - t, 1))
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", default=A.PARAMS_PATH)
+    ap.add_argument("--crop", type=int, default=0)
+    args = ap.parse_args(argv)
+    params = fit_all(args.crop or None)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as handle:
+        json.dump(params, handle, indent=0)
+    print(f"wrote {args.out} ({os.path.getsize(args.out)} bytes) in {params['fit_seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
