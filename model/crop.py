@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .config import CropSettings
+
 
 @dataclass(frozen=True)
 class Box:
@@ -41,11 +43,11 @@ def full_box(shape) -> Box:
     return Box((0, 0, 0), shape, shape)
 
 
-def fan_box(fixed, spacing, crop_cfg, threshold: float) -> Box:
+def fan_box(fixed, spacing, crop: CropSettings, threshold: float) -> Box:
     """The fan's (fixed > threshold) bounding box plus margin_mm on every side, clipped to the grid. The whole
     grid when cropping is off, or when the fan is empty (nothing to place the box on: the stages decide)."""
     shape = tuple(int(n) for n in fixed.shape)
-    if not crop_cfg["enabled"]:
+    if not crop.enabled:
         return full_box(shape)
     fan = np.asarray(fixed) > threshold
     if not fan.any():
@@ -54,7 +56,7 @@ def fan_box(fixed, spacing, crop_cfg, threshold: float) -> Box:
     for axis, s in enumerate(spacing):
         others = tuple(a for a in range(3) if a != axis)
         present = np.flatnonzero(fan.any(axis=others))
-        margin = int(np.ceil(float(crop_cfg["margin_mm"]) / float(s) - 1e-9))
+        margin = int(np.ceil(crop.margin_mm / float(s) - 1e-9))
         lo.append(max(int(present[0]) - margin, 0))
         hi.append(min(int(present[-1]) + 1 + margin, shape[axis]))
     return Box(tuple(lo), tuple(hi), shape)

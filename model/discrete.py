@@ -1,38 +1,43 @@
-"""Discrete displacement search with coupled convex regularisation and inverse consistency."""
+"""Discrete displacement search with coupled convex regularisation and inverse consistency.
+
+Features are (C, i, j, k) tensors on one level's grid; `spacing` is its mm per voxel; offsets are integer
+voxels of that grid; fields returned are (3, i, j, k) in mm."""
+from __future__ import annotations
+
 import torch
 import torch.nn.functional as F
 
+from .config import DiscreteSettings
 from .warp import box_mean, identity_mm, sample, smooth
 
 
-def displacement_set(radius, spacing, device):
+def displacement_set(radius: int, spacing, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every integer offset within `radius` level voxels: ((K, 3) voxels, (K, 3) mm)."""
     r = torch.arange(-radius, radius + 1, device=device)
     off = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
     return off, off.float() * torch.tensor(spacing, device=device, dtype=torch.float32)
 
 
-def cost_volume(ff, mfs, w, offsets, box_radius):
-    """Weighted MIND SSD for every integer offset: (K, D, H, W) with cost[k](x) = sum_seq
-    mean_c (ff(x) - mf(x + off_k))^2, times w(x) (None: 1), aggregated over a small box.
+def cost_volume(fixed: torch.Tensor, moving: torch.Tensor, weight: torch.Tensor | None, offsets: torch.Tensor,
+                box_radius: int) -> torch.Tensor:
+    """Weighted MIND SSD for every integer offset: (K, i, j, k) with cost[k](x) =
+    mean_c (fixed(x) - moving(x + offsets[k]))^2, times weight(x) (None: 1), aggregated over a small box.
     Offsets are exact integer shifts on the level grid (replicate padding), so no grid misplacement.
     Each offset's plane is weighted and box-filtered as soon as it is made, while it is still in cache."""
     r = int(offsets.abs().max())
-    d, h, wd = ff.shape[1:]
-    out = torch.empty((offsets.shape[0], d, h, wd), device=ff.device, dtype=torch.float32)
-    pads = [F.pad(mf.unsqueeze(0).float(), [r] * 6, mode="replicate")[0].to(mf.dtype) for mf, _ in mfs]
+    d, h, wd = fixed.shape[1:]
+    out = torch.empty((offsets.shape[0], d, h, wd), device=fixed.device, dtype=torch.float32)
+    padded = F.pad(moving.unsqueeze(0).float(), [r] * 6, mode="replicate")[0].to(moving.dtype)
     for k, o in enumerate((offsets + r).tolist()):
-        acc = None
-        for (mf, sw), mp in zip(mfs, pads):
-            diff = torch.sub(ff, mp[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]).square_()
-            c = diff.float().sum(0).mul_(sw / ff.shape[0])
-            acc = c if acc is None else acc + c
-        if w is not None:
-            acc.mul_(w[0])
-        out[k] = box_mean(acc[None], box_radius)[0]
+        diff = torch.sub(fixed, padded[:, o[0]:o[0] + d, o[1]:o[1] + h, o[2]:o[2] + wd]).square_()
+        plane = diff.float().sum(0).mul_(1.0 / fixed.shape[0])
+        if weight is not None:
+            plane.mul_(weight[0])
+        out[k] = box_mean(plane[None], box_radius)[0]
     return out
 
 
-def shifted_stack(vol, offsets):
+def shifted_stack(vol: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
     """(K, D, H, W): vol (1, D, H, W) read at x + offset_k for every integer offset (replicate border)."""
     r = int(offsets.abs().max())
     d, h, w = vol.shape[1:]
@@ -43,8 +48,10 @@ def shifted_stack(vol, offsets):
     return out
 
 
-def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=None, chunk=4096):
-    """Alternate a smooth field v (confidence-weighted Gaussian of u) and a per-voxel soft argmin of
+def coupled_convex(cost: torch.Tensor, disp_mm: torch.Tensor, spacing, lambdas, sigma: float, temperature: float,
+                   conf: torch.Tensor | None = None, chunk: int = 4096) -> torch.Tensor:
+    """(3, ...) mm field from a (K, ...) cost volume over the (K, 3) mm candidates `disp_mm`: alternate a smooth
+    field v (confidence-weighted Gaussian of u, sigma in level voxels) and a per-voxel soft argmin of
     cost + lambda |d - v|^2 (distances in level voxels, so lambda means the same at every level).
     Weighting by conf keeps voxels with a flat cost (outside the fan, cavity) from pulling v to zero."""
     k, d, h, w = cost.shape
@@ -81,8 +88,9 @@ def coupled_convex(cost, disp_mm, spacing, lambdas, sigma, temperature, conf=Non
     return v.reshape(3, d, h, w) * sp.view(3, 1, 1, 1)
 
 
-def compose_ic(uf, ub, spacing, iterations):
-    """Symmetrise forward/backward fields: uf <- (uf - ub o (x + uf)) / 2 and vice versa."""
+def compose_ic(uf: torch.Tensor, ub: torch.Tensor, spacing, iterations: int) -> torch.Tensor:
+    """Symmetrise the forward field uf and the backward field ub ((3, ...) mm): uf <- (uf - ub o (x + uf)) / 2
+    and vice versa."""
     x = identity_mm(uf.shape[1:], spacing, uf.device)
     for _ in range(iterations):
         uf_new = 0.5 * (uf - sample(ub, x + uf, spacing))
@@ -91,27 +99,25 @@ def compose_ic(uf, ub, spacing, iterations):
     return uf
 
 
-def discrete_field(ff, mfs, w, spacing, radius, dcfg):
-    """Field (3, ...) in mm: fixed x -> current moving x + u(x), from one level's features.
-    mfs = [(moving feats already warped by the current estimate, sequence weight)]."""
-    offsets, disp_mm = displacement_set(radius, spacing, ff.device)
-    cost = cost_volume(ff, mfs, w, offsets, dcfg["cost_box_radius"])
-    args = (spacing, dcfg["coupled_lambdas"], dcfg["smooth_sigma_vox"], dcfg["softmin_temperature"], w)
-    uf = coupled_convex(cost, disp_mm, *args)
+def discrete_field(fixed: torch.Tensor, moving: torch.Tensor, weight: torch.Tensor, spacing, radius: int,
+                   settings: DiscreteSettings) -> torch.Tensor:
+    """Field (3, ...) in mm: fixed x -> current moving x + u(x), from one level's features, `moving` already
+    warped by the current estimate; candidates within `radius` level voxels."""
+    offsets, disp_mm = displacement_set(radius, spacing, fixed.device)
+    cost = cost_volume(fixed, moving, weight, offsets, settings.cost_box_radius)
+    args = (spacing, settings.coupled_lambdas, settings.smooth_sigma_vox, settings.softmin_temperature)
+    forward = coupled_convex(cost, disp_mm, *args, weight)
     del cost
-    if not dcfg["inverse_consistency"]:
-        return uf
+    if not settings.inverse_consistency:
+        return forward
     # backward problem: moving features as "fixed". The fixed side is only known where w > 0, so a
     # candidate landing outside the fan gets the average cost (unknown), never a free zero cost.
-    acc = None
-    for mf, sw in mfs:
-        cb = cost_volume(mf, [(ff, sw)], None, offsets, 0)
-        acc = cb if acc is None else acc + cb
+    backward_cost = cost_volume(moving, fixed, None, offsets, 0)
     # average cost over the candidates that land in the fan (independent of the box size)
-    landed = shifted_stack(w, offsets)  # (K, ...) the fan weight at each candidate's landing voxel
-    cbar = float((acc * landed).sum()) / max(float(landed.sum()), 1e-8)
-    for k in range(acc.shape[0]):  # plane by plane, in cache: acc * landed + (1 - landed) * cbar, box-filtered
-        acc[k] = box_mean(acc[k].sub_(cbar).mul_(landed[k]).add_(cbar)[None], dcfg["cost_box_radius"])[0]
-    wb = landed.amax(0, keepdim=True)
-    ub = coupled_convex(acc, disp_mm, *args[:-1], wb)
-    return compose_ic(uf, ub, spacing, dcfg["ic_iterations"])
+    landed = shifted_stack(weight, offsets)  # (K, ...) the fan weight at each candidate's landing voxel
+    mean_cost = float((backward_cost * landed).sum()) / max(float(landed.sum()), 1e-8)
+    for k in range(backward_cost.shape[0]):  # plane by plane, in cache: c * landed + (1 - landed) * mean, boxed
+        plane = backward_cost[k].sub_(mean_cost).mul_(landed[k]).add_(mean_cost)
+        backward_cost[k] = box_mean(plane[None], settings.cost_box_radius)[0]
+    backward = coupled_convex(backward_cost, disp_mm, *args, landed.amax(0, keepdim=True))
+    return compose_ic(forward, backward, spacing, settings.ic_iterations)

@@ -1,8 +1,12 @@
-"""Masks, inpainting outside masks, and MIND-SSC features (torch, any device)."""
+"""Masks, inpainting outside masks, and MIND-SSC features (torch, any device).
+
+Images and features are (C, i, j, k) tensors on one level's grid; `spacing` is that grid's mm per voxel."""
+from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
+from .config import FeatureSettings
 from .warp import box_mean, smooth
 
 
@@ -88,32 +92,33 @@ def multi_mind(img, dilations, patch_radius):
     return torch.cat([mind_ssc(img, d, patch_radius) for d in dilations], 0)
 
 
-def anechoic_weight(us, fan, spacing, cfg):
+def anechoic_weight(us: torch.Tensor, fan: torch.Tensor, spacing, settings: FeatureSettings) -> torch.Tensor:
     """Weight in (0, 1]: low where the iUS is dark inside the fan (fluid-filled cavity = missing tissue)."""
-    sig = [cfg["anechoic_smooth_mm"] / s for s in spacing]
+    sig = [settings.anechoic_smooth_mm / s for s in spacing]
     s = smooth(us * fan, sum(sig) / 3) / smooth(fan, sum(sig) / 3).clamp_min(1e-3)
     inside = us[fan > 0.5]
     if inside.numel() < 10:
         return torch.ones_like(us)
     med = torch.median(inside)
-    dark = ((s < cfg["anechoic_rel_threshold"] * med) & (fan > 0.5)).float()
-    r = int(round(cfg["anechoic_dilate_mm"] / (sum(spacing) / 3)))
+    dark = ((s < settings.anechoic_rel_threshold * med) & (fan > 0.5)).float()
+    r = int(round(settings.anechoic_dilate_mm / (sum(spacing) / 3)))
     dark = dilate(dark, r) * fan
-    return 1.0 - (1.0 - cfg["anechoic_weight"]) * dark
+    return 1.0 - (1.0 - settings.anechoic_weight) * dark
 
 
-def pca_reduce(ff, mf, k, w=None):
-    """Project fixed and moving features on the top-k principal directions of their joint channel
-    covariance: SSD is nearly kept, and every cost volume gets C/k times cheaper. With a weight w the
-    covariance is taken where w > 0 (the fan), so empty box around the fan does not steer the PCA."""
+def pca_reduce(fixed: torch.Tensor, moving: torch.Tensor, k: int, weight: torch.Tensor | None = None):
+    """(fixed, moving) features projected on the top-k principal directions of their joint channel
+    covariance: SSD is nearly kept, and every cost volume gets C/k times cheaper. With a weight the
+    covariance is taken where weight > 0 (the fan), so empty box around the fan does not steer the PCA."""
+    ff, w = fixed, weight
     c = ff.shape[0]
     if k is None or k <= 0 or k >= c:
-        return ff, mf
+        return ff, moving
     sel = None if w is None else (w.reshape(-1) > 0)
     if sel is not None and int(sel.sum()) < 1000:
         sel = None
     pick = (lambda v: v) if sel is None else (lambda v: v[:, sel])
-    xs = [pick(ff.reshape(c, -1))] + [pick(v.reshape(c, -1)) for v in mf.values()]
+    xs = [pick(ff.reshape(c, -1)), pick(moving.reshape(c, -1))]
     x = torch.cat([v[:, :: max(1, v.shape[1] // 100000)] for v in xs], 1).double()
     x = x - x.mean(1, keepdim=True)
     evals, evecs = torch.linalg.eigh(x @ x.t() / x.shape[1])
@@ -121,47 +126,44 @@ def pca_reduce(ff, mf, k, w=None):
     p = p * torch.sign(p.sum(0, keepdim=True) + 1e-12)  # fixed sign: deterministic across devices
     p = p.t().float().to(ff.dtype)
     proj = lambda v: (p @ v.reshape(c, -1).float().to(p.dtype)).reshape((k,) + v.shape[1:])
-    return proj(ff), {n: proj(v) for n, v in mf.items()}
+    return proj(ff), proj(moving)
 
 
-def coarsen(ff, mf, w, spacing, shape_out, spacing_out):
+def coarsen(fixed: torch.Tensor, moving: torch.Tensor, weight: torch.Tensor, spacing, shape_out, spacing_out):
     """Features of a coarser level = anti-aliased resampling of the fine features (more robust across
     modalities than MIND of a blurred image), on the align_corners-consistent level grid."""
     from .warp import downsample
     dn = lambda v: downsample(v.float(), spacing, shape_out, spacing_out).to(v.dtype)
-    return dn(ff), {n: dn(v) for n, v in mf.items()}, dn(w)
+    return dn(fixed), dn(moving), dn(weight)
 
 
-def fixed_features(us, spacing, fcfg):
+def fixed_features(us: torch.Tensor, spacing, settings: FeatureSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """The iUS on the base grid -> its features and a similarity weight (1, ...) (fan mask x anechoic
     down-weighting). They depend on the iUS alone, so every sequence's registration of a case shares them."""
-    fan = (us > fcfg["fixed_mask_threshold"]).float()
+    fan = (us > settings.fixed_mask_threshold).float()
     # interpolation blurs the fan border: treat partial voxels as outside, then erode a little more
     fan = (smooth(fan, 0.5) > 0.99).float()
-    r = int(round(fcfg["mask_erode_mm"] / (sum(spacing) / 3)))
+    r = int(round(settings.mask_erode_mm / (sum(spacing) / 3)))
     fan_e = erode(fan, r)
     if float(fan_e.sum()) < 27:  # tiny fans: fall back to the whole box
         fan_e = torch.ones_like(fan)
     usn = robust_normalise(us, fan_e)
-    if fcfg["inpaint"]:
+    if settings.inpaint:
         usn = inpaint(usn, fan_e)
-    ff = multi_mind(usn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
+    ff = multi_mind(usn, settings.mind_dilations, settings.mind_patch_radius)
     w = fan_e
-    if fcfg["anechoic_downweight"]:
-        w = w * anechoic_weight(us, fan, spacing, fcfg)
+    if settings.anechoic_downweight:
+        w = w * anechoic_weight(us, fan, spacing, settings)
     return ff, w
 
 
-def moving_features(movs, fcfg):
-    """MR images {name: (1, ...)} on the base grid -> their features {name: (C, ...)}."""
-    mf = {}
-    for name, m in movs.items():
-        p99 = torch.quantile(m.flatten()[:: max(1, m.numel() // 200000)].float(), 0.99)
-        head = (m > fcfg["moving_mask_rel_threshold"] * p99).float()
-        if float(head.mean()) < 0.05:
-            head = torch.ones_like(m)
-        mn = robust_normalise(m, head)
-        if fcfg["inpaint"]:
-            mn = inpaint(mn, head)
-        mf[name] = multi_mind(mn, fcfg["mind_dilations"], fcfg["mind_patch_radius"])
-    return mf
+def moving_features(mr: torch.Tensor, settings: FeatureSettings) -> torch.Tensor:
+    """An MR image (1, ...) on the base grid -> its features (C, ...), normalised inside the head."""
+    p99 = torch.quantile(mr.flatten()[:: max(1, mr.numel() // 200000)].float(), 0.99)
+    head = (mr > settings.moving_mask_rel_threshold * p99).float()
+    if float(head.mean()) < 0.05:
+        head = torch.ones_like(mr)
+    normalised = robust_normalise(mr, head)
+    if settings.inpaint:
+        normalised = inpaint(normalised, head)
+    return multi_mind(normalised, settings.mind_dilations, settings.mind_patch_radius)

@@ -10,6 +10,7 @@ import torch
 
 from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this process may use
 
+from .config import ModelConfig
 from .crop import fan_box, pose_in_full_frame
 from .pyramid import FeaturePyramid
 from .safety import Estimate, cross_sequence_decision, single_sequence_decision, small_shift_gain
@@ -47,10 +48,14 @@ def _pick_device(device):
 
 
 class Registration:
-    def __init__(self, config, device=None):
+    """The model: `register(fixed, moving, spacing, target)` -> Result, with the settings of `config`."""
+
+    def __init__(self, config: ModelConfig, device=None):
+        if not isinstance(config, ModelConfig):
+            raise TypeError(f"Registration needs a ModelConfig (model.load_config()), got {type(config).__name__}")
         self.cfg = config
-        self.device = _pick_device(device if device is not None else config["device"])
-        torch.set_num_threads(int(config["threads"] or allowed_cpus()))  # null: affinity and cgroup quota
+        self.device = _pick_device(device if device is not None else config.device)
+        torch.set_num_threads(config.threads or allowed_cpus())  # null: affinity and cgroup quota
         self.threads = torch.get_num_threads()
         # the first use_deterministic_algorithms call imports torch._inductor's config (seconds, docs/MODEL.md):
         # pay it here, with the model load, not inside the first pair's registration (state unchanged)
@@ -66,7 +71,9 @@ class Registration:
             return f"cuda ({torch.cuda.get_device_name(self.device)})"
         return "cpu"
 
-    def register(self, fixed, moving, spacing, target="ceT1"):
+    def register(self, fixed: np.ndarray, moving: dict[str, np.ndarray], spacing, target: str = "ceT1") -> Result:
+        """fixed: the iUS, moving: {sequence: MR}, all float32 (i, j, k) arrays on the fixed grid, `spacing` its
+        mm per voxel (i, j, k); target: the sequence the field is for (the others are independent evidence)."""
         if target not in moving:
             raise KeyError(f"target {target!r} not in moving sequences {sorted(moving)}")
         prev = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.allow_tf32,
@@ -76,7 +83,7 @@ class Registration:
         # mm (docs/MODEL.md): full fp32 keeps CUDA within rounding of the CPU result
         torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
         try:
-            torch.manual_seed(int(self.cfg["seed"]))
+            torch.manual_seed(self.cfg.seed)
             with torch.no_grad(), warnings.catch_warnings():
                 # grid_sample's CUDA backward always warns; its atomicAdd writes only the gradient of the
                 # sampled volume, which is never requested here (only the grid is optimised), so it is
@@ -89,16 +96,16 @@ class Registration:
 
     def _register(self, fixed, moving, spacing, target):
         cfg, times = self.cfg, {}
-        cross_check = cfg["safety"]["cross_sequence"] and not cfg["multi_sequence"] and len(moving) > 1
+        cross_check = cfg.safety.cross_sequence and len(moving) > 1
         sequences = [target] + ([n for n in moving if n != target] if cross_check else [])
         # every estimate of the case works on the same box (the fan's, model/crop.py): one frame for the net
-        box = fan_box(fixed, spacing, cfg["crop"], cfg["features"]["fixed_mask_threshold"])
+        box = fan_box(fixed, spacing, cfg.crop, cfg.features.fixed_mask_threshold)
         fixed, moving = box.cut(fixed), {n: box.cut(v) for n, v in moving.items()}
         estimates = {n: self._estimate_once(fixed, moving, spacing, n, times) for n in sequences}
         with self._stage(times, "full_field"):
             if cross_check and not estimates[target].fell_back:
-                decision = cross_sequence_decision(estimates, target, cfg["safety"]["tolerance"], self.device,
-                                                   cfg["safety"]["fuse_sequences"])
+                decision = cross_sequence_decision(estimates, target, cfg.safety.tolerance, self.device,
+                                                   cfg.safety.fuse_sequences)
             else:
                 decision = single_sequence_decision(estimates[target], self.device)
             chosen = decision.candidate
@@ -117,11 +124,11 @@ class Registration:
         """(rms displacement over the fan in mm, gain) of the chosen field; (None, 1) with the gate off. A field
         from one sequence's registration alone carries that sequence's whole error (the mean of two partly
         cancels it), so it has its own, higher floor (docs/MODEL.md, "One MR sequence")."""
-        gate = self.cfg["safety"]["small_shift"]
-        if not gate["enabled"]:
+        gate = self.cfg.safety.small_shift
+        if not gate.enabled:
             return None, 1.0
-        values = gate if fused else gate["one_sequence"]
-        return small_shift_gain(chosen, estimate.evidence, float(values["floor_mm"]), float(values["full_mm"]))
+        ramp = gate if fused else gate.one_sequence
+        return small_shift_gain(chosen, estimate.evidence, ramp.floor_mm, ramp.full_mm)
 
     def _estimate_once(self, fixed, moving, spacing, sequence, times) -> Estimate:
         """The estimate for one target sequence, computed once per case: the next pair of the same case
@@ -135,27 +142,25 @@ class Registration:
 
     def _estimate(self, fixed, moving, spacing, target, times) -> Estimate:
         """Features -> global pose -> deformable search -> Adam refinement -> plausibility, for one target
-        (fused with the other sequences when multi_sequence is on)."""
+        sequence's MR alone."""
         cfg = self.cfg
-        names = [target] + ([n for n in moving if n != target] if cfg["multi_sequence"] else [])
-        weights = {n: float(cfg["sequence_weights"].get(n, 1.0)) for n in names}  # any sequence name: 1 unless set
         with self._stage(times, "features"):
-            pyramid = FeaturePyramid(_to_device(fixed, self.device), {n: _to_device(moving[n], self.device)
-                                                                     for n in names}, spacing, cfg, self._fixed_base)
+            pyramid = FeaturePyramid(_to_device(fixed, self.device), _to_device(moving[target], self.device),
+                                     spacing, cfg, self._fixed_base)
             self._fixed_base = pyramid.fixed_base  # the case's other sequence reuses the iUS features
             for res in _levels_used(cfg, pyramid):
                 pyramid.at(res)
         with self._stage(times, "global"):
-            pose = global_pose(pyramid, weights, cfg)
+            pose = global_pose(pyramid, cfg)
         with self._stage(times, "deformable_discrete"):
-            deformation = deformable_search(pyramid, pose, weights, cfg)
+            deformation = deformable_search(pyramid, pose, cfg)
         with self._stage(times, "refine"):
-            for rc in refine_stages(cfg, pyramid):
-                deformation = adam_refinement(pyramid, pose, deformation, weights, rc)
+            for settings in refine_stages(cfg, pyramid):
+                deformation = adam_refinement(pyramid, pose, deformation, settings)
         with self._stage(times, "full_field"):
             scale = plausible_scale(deformation, cfg)
-            fell_back = bool(cfg["plausibility"]["fallback_to_identity"]
-                             and matches_worse_than_identity(pyramid, pose, deformation, scale, weights, cfg))
+            fell_back = bool(cfg.plausibility.fallback_to_identity
+                             and matches_worse_than_identity(pyramid, pose, deformation, scale, cfg))
         return Estimate(pose, deformation, scale, pyramid.at(evidence_level_mm(cfg, pyramid)), target, fell_back)
 
     @contextmanager
@@ -177,9 +182,9 @@ def _fingerprint(fixed, moving, spacing) -> str:
     return digest.hexdigest()
 
 
-def _levels_used(cfg, pyramid) -> list[float]:
+def _levels_used(cfg: ModelConfig, pyramid) -> list[float]:
     """The working levels (mm) the enabled stages ask for: their features are made up front, as one stage."""
-    g, dd = cfg["global"], cfg["deformable_discrete"]
-    final = [g["final_level_mm"]] if g["enabled"] and g["final_level_mm"] else []
-    return ((g["levels_mm"] if g["enabled"] else []) + final + (dd["levels_mm"] if dd["enabled"] else [])
-            + [rc["level_mm"] for rc in refine_stages(cfg, pyramid)])
+    g, dd = cfg.global_stage, cfg.deformable_discrete
+    final = [g.final_level_mm] if g.enabled and g.final_level_mm else []
+    return ((list(g.levels_mm) if g.enabled else []) + final + (list(dd.levels_mm) if dd.enabled else [])
+            + [stage.level_mm for stage in refine_stages(cfg, pyramid)])

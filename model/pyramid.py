@@ -1,11 +1,12 @@
-"""The feature pyramid: MIND-SSC features of the iUS and every MR on a fine base grid, and each working
-level's features made from them (made once per level, then reused by every stage)."""
+"""The feature pyramid: MIND-SSC features of the iUS and one MR on a fine base grid, and each working level's
+features made from them (made once per level, then reused by every stage)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
 
+from .config import ModelConfig
 from .features import coarsen, fixed_features, moving_features, pca_reduce
 from .warp import downsample, identity_mm, level_grid, sample
 
@@ -14,19 +15,18 @@ from .warp import downsample, identity_mm, level_grid, sample
 class Level:
     """One working grid of the registration: its geometry and the features on it."""
     shape: tuple[int, int, int]
-    spacing: tuple[float, float, float]   # mm per voxel
+    spacing: tuple[float, float, float]   # mm per voxel of this level's grid
     fixed: torch.Tensor                   # (C, ...) iUS features
-    moving: dict[str, torch.Tensor]       # sequence -> (C, ...) MR features, unwarped
+    moving: torch.Tensor                  # (C, ...) MR features, unwarped
     weight: torch.Tensor                  # (1, ...) similarity weight: fan mask x anechoic down-weighting
 
     def identity(self) -> torch.Tensor:
         """(3, ...) mm positions of the level's voxels."""
         return identity_mm(self.shape, self.spacing, self.fixed.device)
 
-    def warped_moving(self, positions: torch.Tensor, sequence_weights: dict[str, float]) -> list:
-        """[(moving features sampled at `positions`, sequence weight)] as the discrete search takes them."""
-        return [(sample(self.moving[n].float(), positions, self.spacing).to(self.fixed.dtype), w)
-                for n, w in sequence_weights.items()]
+    def warped_moving(self, positions_mm: torch.Tensor) -> torch.Tensor:
+        """The MR features sampled at `positions_mm` ((3, ...) mm of this level's frame)."""
+        return sample(self.moving, positions_mm, self.spacing)
 
 
 class FeaturePyramid:
@@ -34,20 +34,18 @@ class FeaturePyramid:
     `fixed_base`: the iUS features and weight on the base grid from an earlier pyramid of the same iUS
     (`self.fixed_base`), so a case's second sequence does not compute them again."""
 
-    def __init__(self, fixed: torch.Tensor, moving: dict[str, torch.Tensor], spacing, cfg, fixed_base=None):
+    def __init__(self, fixed: torch.Tensor, moving: torch.Tensor, spacing, cfg: ModelConfig, fixed_base=None):
         self.shape, self.spacing, self.device = tuple(fixed.shape[1:]), spacing, fixed.device
-        self.max_voxels = cfg["max_working_voxels"]
-        self.half = cfg["precision"] == "fp16"
+        self.max_voxels = cfg.max_working_voxels
         # MIND on a fine base grid; coarser levels resample these features (robust across modalities)
-        base_shape, self.base_spacing = level_grid(self.shape, spacing, cfg["feature_mm"], cfg["max_feature_voxels"])
+        base_shape, self.base_spacing = level_grid(self.shape, spacing, cfg.feature_mm, cfg.max_feature_voxels)
         if fixed_base is None:
             us = downsample(fixed, spacing, base_shape, self.base_spacing)
-            fixed_base = fixed_features(us, self.base_spacing, cfg["features"])
+            fixed_base = fixed_features(us, self.base_spacing, cfg.features)
         self.fixed_base = fixed_base
         ff, w = fixed_base
-        mrs = {n: downsample(v, spacing, base_shape, self.base_spacing) for n, v in moving.items()}
-        mf = moving_features(mrs, cfg["features"])
-        ff, mf = pca_reduce(ff, mf, cfg["features"]["pca_channels"], w)
+        mf = moving_features(downsample(moving, spacing, base_shape, self.base_spacing), cfg.features)
+        ff, mf = pca_reduce(ff, mf, cfg.features.pca_channels, w)
         self._base = (ff, mf, w)
         self._levels: dict = {}
 
@@ -59,9 +57,5 @@ class FeaturePyramid:
         key = self.grid(res_mm)
         if key not in self._levels:
             shape, spacing = key
-            ff, mf, w = coarsen(*self._base, self.base_spacing, shape, spacing)
-            if self.half:
-                ff = ff.half()
-                mf = {n: v.half() for n, v in mf.items()}
-            self._levels[key] = Level(shape, spacing, ff, mf, w)
+            self._levels[key] = Level(shape, spacing, *coarsen(*self._base, self.base_spacing, shape, spacing))
         return self._levels[key]

@@ -1,7 +1,7 @@
 """The safety net on independent evidence: is a result better than doing nothing?
 
 The optimised cost alone cannot say so (a wrong structure matched well lowers it too). When both MR sequences
-are given, they show the same pre-operative anatomy (ceT1 is co-registered to T2, SPEC §1), so a right field
+are given, they show the same pre-operative anatomy (ceT1 is co-registered to T2, docs/CONVENTIONS.md §2), so a right field
 must also align the sequence it was not computed from. Each sequence's own result, the rigid pose alone of each,
 and the identity are scored on BOTH sequences' features; the target's own result is kept when the other
 sequence agrees, else the candidate that both sequences prefer, else the identity. docs/MODEL.md, "Safety net".
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from .pyramid import Level
-from .stages import Deformation, GlobalPose, sequence_cost
+from .stages import Deformation, GlobalPose, matching_cost
 from .warp import apply_affine, resize_field
 
 
@@ -23,7 +23,7 @@ class Estimate:
     pose: GlobalPose
     deformation: Deformation | None
     scale: float
-    evidence: Level            # the refinement level: where candidates are compared
+    evidence: Level            # the refinement level with this sequence's features: where candidates are compared
     sequence: str
     fell_back: bool = False    # the optimised cost said worse than identity: this estimate IS the identity
 
@@ -68,8 +68,8 @@ def candidates(estimates: dict[str, Estimate], device) -> list[Candidate]:
 
 def cost_ratios(cands: list[Candidate], estimates: dict[str, Estimate]) -> dict:
     """candidate name -> {sequence: its cost / the identity's cost}, each sequence on its own features."""
-    identity_cost = {s: sequence_cost(e.evidence, e.evidence.identity(), s) for s, e in estimates.items()}
-    return {c.name: {s: sequence_cost(e.evidence, positions_of(c, e.evidence), s) / max(identity_cost[s], 1e-12)
+    identity_cost = {s: matching_cost(e.evidence, e.evidence.identity()) for s, e in estimates.items()}
+    return {c.name: {s: matching_cost(e.evidence, positions_of(c, e.evidence)) / max(identity_cost[s], 1e-12)
                      for s, e in estimates.items()} for c in cands}
 
 

@@ -2,11 +2,13 @@
 on a Level's grid; a pose is a (4, 4) mm affine, fixed point -> moving point."""
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 
+from .config import ModelConfig, RefineSettings
 from .crop import Box, full_box
 from .discrete import discrete_field
 from .pyramid import FeaturePyramid, Level
@@ -37,135 +39,130 @@ def _fit_points(level: Level, matrix, step, min_weight):
     return x[:, selected].t(), apply_affine(matrix, (x + step)[:, selected]).t(), selected
 
 
-def global_pose(pyramid: FeaturePyramid, weights: dict[str, float], cfg) -> GlobalPose:
-    """Coarse-to-fine discrete search + trimmed rigid/affine fit, iterated from the current pose: at least
+def global_pose(pyramid: FeaturePyramid, cfg: ModelConfig) -> GlobalPose:
+    """Coarse-to-fine discrete search + trimmed rigid fit, iterated from the current pose: at least
     `iterations` passes, more (up to max_iterations) only while a pass still moves the fan by converge_mm."""
-    g, dev = cfg["global"], pyramid.device
+    g, dev = cfg.global_stage, pyramid.device
     matrix = torch.eye(4, device=dev)
-    if not g["enabled"]:
+    if not g.enabled:
         return GlobalPose(matrix)
-    radii = g["radius"] if isinstance(g["radius"], (list, tuple)) else [g["radius"]] * len(g["levels_mm"])
 
-    def fit_on(res, radius, matrix, discrete_cfg=cfg["discrete"]):
-        level = pyramid.at(res)
-        moved = level.warped_moving(apply_affine(matrix, level.identity()), weights)
-        step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(radius), discrete_cfg)
-        src, dst, selected = _fit_points(level, matrix, step, g["min_weight"])
-        return trimmed_fit(src, dst, level.weight[0][selected], g["model"], g["trim_keep"], g["trim_iterations"]), src
+    def fit_on(res_mm, radius, matrix, discrete=cfg.discrete):
+        level = pyramid.at(res_mm)
+        moved = level.warped_moving(apply_affine(matrix, level.identity()))
+        step = discrete_field(level.fixed, moved, level.weight, level.spacing, radius, discrete)
+        src, dst, selected = _fit_points(level, matrix, step, g.min_weight)
+        return trimmed_fit(src, dst, level.weight[0][selected], g.trim_keep, g.trim_iterations), src
 
     passes = 0
-    for passes in range(1, max(int(g["iterations"]), int(g["max_iterations"] or 0)) + 1):
+    for passes in range(1, max(g.iterations, g.max_iterations or 0) + 1):
         start = matrix.clone()
-        for res, radius in zip(g["levels_mm"], radii):
-            matrix, src = fit_on(res, radius, matrix)
-        if passes >= int(g["iterations"]):
+        for res_mm, radius in zip(g.levels_mm, g.radii()):
+            matrix, src = fit_on(res_mm, radius, matrix)
+        if passes >= g.iterations:
             change = (apply_affine(matrix, src.t()) - apply_affine(start, src.t())).norm(dim=0).max()
-            if float(change) < float(g["converge_mm"]):
+            if float(change) < g.converge_mm:
                 break
-    if g["final_level_mm"]:  # one finer fit once the passes have settled: finer matches for the cost of one level
-        final_cfg = {**cfg["discrete"], "inverse_consistency": bool(g["final_inverse_consistency"])}
-        matrix, src = fit_on(g["final_level_mm"], g["final_radius"], matrix, final_cfg)
+    if g.final_level_mm:  # one finer fit once the passes have settled: finer matches for the cost of one level
+        # without the inverse-consistency pass: the trimmed rigid fit needs no plausible field, and it was
+        # 2.5x faster and no less accurate (docs/HISTORY.md)
+        matrix, src = fit_on(g.final_level_mm, g.final_radius, matrix,
+                             dataclasses.replace(cfg.discrete, inverse_consistency=False))
     # brain shift plus navigation error is bounded: a pose that moves the fan further on average is a
     # false match (e.g. a fan with little tissue in it), so keep the identity pose instead
     mean_shift = float((apply_affine(matrix, src.t()) - src.t()).norm(dim=0).mean())
-    if mean_shift > float(g["max_mean_shift_mm"]):
+    if mean_shift > g.max_mean_shift_mm:
         return GlobalPose(torch.eye(4, device=dev), passes, rejected=True)
     return GlobalPose(matrix, passes)
 
 
-def deformable_search(pyramid: FeaturePyramid, pose: GlobalPose, weights, cfg) -> Deformation | None:
+def deformable_search(pyramid: FeaturePyramid, pose: GlobalPose, cfg: ModelConfig) -> Deformation | None:
     """Coupled-convex discrete search per level on the posed MR, each step composed with the field so far."""
-    dd = cfg["deformable_discrete"]
-    if not dd["enabled"]:
+    dd = cfg.deformable_discrete
+    if not dd.enabled:
         return None
     deformation = None
-    for res in dd["levels_mm"]:
-        level = pyramid.at(res)
+    for res_mm in dd.levels_mm:
+        level = pyramid.at(res_mm)
         x = level.identity()
         previous = torch.zeros_like(x) if deformation is None else resize_field(deformation.field, level.shape)
-        moved = level.warped_moving(apply_affine(pose.matrix, x + previous), weights)
-        step = discrete_field(level.fixed, moved, level.weight, level.spacing, int(dd["radius"]), cfg["discrete"])
+        moved = level.warped_moving(apply_affine(pose.matrix, x + previous))
+        step = discrete_field(level.fixed, moved, level.weight, level.spacing, dd.radius, cfg.discrete)
         # compose: the new step first, then the old field
         deformation = Deformation(step + sample(previous, x + step, level.spacing), level.spacing)
     return deformation
 
 
-def refine_stages(cfg, pyramid: FeaturePyramid) -> list[dict]:
-    """The Adam refinements to run, coarse then fine, each a full refine section: `refine`, then `refine_fine`
-    (its own level, iterations, regulariser and smoothing; lr and eps from `refine`). The fine stage is skipped
+def refine_stages(cfg: ModelConfig, pyramid: FeaturePyramid) -> list[RefineSettings]:
+    """The Adam refinements to run, coarse then fine, each complete: `refine`, then `refine_fine` (its own
+    level, iterations, regulariser and smoothing; lr and eps from `refine`). The fine stage is skipped
     where the working-voxel cap leaves its level hardly finer than the coarse one (voxel size above
     `max_spacing_ratio` x the coarse level's): on a box the fan fills (the challenge's 256^3 grid) it would cost
     a second full refinement for next to no detail; on the fan's box of a smaller fan it runs at about 1 mm."""
-    stages = [cfg["refine"]] if cfg["refine"]["enabled"] else []
-    fine = cfg["refine_fine"]
-    if fine["enabled"] and _fine_level_is_finer(pyramid, cfg["refine"]["level_mm"], fine):
-        stages.append({**cfg["refine"], **fine})
+    stages = [cfg.refine] if cfg.refine.enabled else []
+    fine = cfg.refine_fine
+    if fine.enabled and _fine_level_is_finer(pyramid, cfg.refine.level_mm, fine.max_spacing_ratio, fine.level_mm):
+        stages.append(fine.stage(cfg.refine))
     return stages
 
 
-def _fine_level_is_finer(pyramid: FeaturePyramid, coarse_mm: float, fine: dict) -> bool:
-    ratio = fine["max_spacing_ratio"]
+def _fine_level_is_finer(pyramid: FeaturePyramid, coarse_mm: float, ratio: float | None, fine_mm: float) -> bool:
     if ratio is None:
         return True
-    return max(pyramid.grid(fine["level_mm"])[1]) <= float(ratio) * max(pyramid.grid(coarse_mm)[1])
+    return max(pyramid.grid(fine_mm)[1]) <= ratio * max(pyramid.grid(coarse_mm)[1])
 
 
-def adam_refinement(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None, weights,
-                    rc) -> Deformation | None:
+def adam_refinement(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
+                    settings: RefineSettings) -> Deformation | None:
     """Adam instance optimisation of a smooth, diffusion-regularised field from the discrete result (or the
-    previous refinement's), on the level of refine section `rc`."""
-    level = pyramid.at(rc["level_mm"])
+    previous refinement's), on the level of `settings`."""
+    level = pyramid.at(settings.level_mm)
     start = (torch.zeros((3,) + level.shape, device=level.fixed.device) if deformation is None
              else resize_field(deformation.field, level.shape))
     with torch.enable_grad():
-        field = adam_refine(level.fixed, [(level.moving[n], w) for n, w in weights.items()], level.weight,
-                            level.spacing, pose.matrix, start, rc)
+        field = adam_refine(level.fixed, level.moving, level.weight, level.spacing, pose.matrix, start, settings)
     return Deformation(field, level.spacing)
 
 
-def plausible_scale(deformation: Deformation | None, cfg) -> float:
+def plausible_scale(deformation: Deformation | None, cfg: ModelConfig) -> float:
     """1, or the halving of the deformable part that keeps its Jacobian above min_jacobian (0: none does)."""
-    pc = cfg["plausibility"]
+    plausibility = cfg.plausibility
     if deformation is None:
         return 1.0
     scale = 1.0
-    for _ in range(int(pc["max_scale_halvings"]) + 1):
-        if min_jacobian_mm(deformation.field * scale, deformation.spacing) > pc["min_jacobian"]:
+    for _ in range(plausibility.max_scale_halvings + 1):
+        if min_jacobian_mm(deformation.field * scale, deformation.spacing) > plausibility.min_jacobian:
             return scale
         scale *= 0.5
     return 0.0
 
 
-def evidence_level_mm(cfg, pyramid: FeaturePyramid) -> float:
+def evidence_level_mm(cfg: ModelConfig, pyramid: FeaturePyramid) -> float:
     """The level results are compared with the identity on: the finest level a deformable stage worked on."""
     stages = refine_stages(cfg, pyramid)
-    return stages[-1]["level_mm"] if stages else cfg["deformable_discrete"]["levels_mm"][-1]
+    return stages[-1].level_mm if stages else cfg.deformable_discrete.levels_mm[-1]
 
 
-def voxel_cost(level: Level, positions: torch.Tensor, sequence: str) -> torch.Tensor:
-    """(1, ...) per voxel: the channel-mean MIND SSD of one sequence's features sampled at `positions` against
-    the iUS features, times the similarity weight (0 outside the fan)."""
-    difference = level.fixed.float() - sample(level.moving[sequence].float(), positions, level.spacing)
+def voxel_cost(level: Level, positions_mm: torch.Tensor) -> torch.Tensor:
+    """(1, ...) per voxel: the channel-mean MIND SSD of the MR features sampled at `positions_mm` against the
+    iUS features, times the similarity weight (0 outside the fan)."""
+    difference = level.fixed.float() - sample(level.moving.float(), positions_mm, level.spacing)
     return (difference ** 2).mean(0, keepdim=True) * level.weight
 
 
-def sequence_cost(level: Level, positions: torch.Tensor, sequence: str) -> float:
-    """Fan-weighted MIND SSD of one sequence's features sampled at `positions` against the iUS features."""
+def matching_cost(level: Level, positions_mm: torch.Tensor) -> float:
+    """Fan-weighted MIND SSD of the MR features sampled at `positions_mm` against the iUS features."""
     total_weight = level.weight.sum().clamp_min(1.0)
-    return float(voxel_cost(level, positions, sequence).sum() / total_weight)
+    return float(voxel_cost(level, positions_mm).sum() / total_weight)
 
 
 def matches_worse_than_identity(pyramid: FeaturePyramid, pose: GlobalPose, deformation: Deformation | None,
-                                scale: float, weights, cfg) -> bool:
+                                scale: float, cfg: ModelConfig) -> bool:
     """Safety net, part 1: the weighted MIND SSD the model optimised, of the result against doing nothing."""
     level = pyramid.at(evidence_level_mm(cfg, pyramid))
     x = level.identity()
-
-    def cost(positions):
-        return sum(w * sequence_cost(level, positions, n) for n, w in weights.items())
-
     field = 0 if deformation is None else scale * resize_field(deformation.field, level.shape)
-    return cost(apply_affine(pose.matrix, x + field)) > cost(x)
+    return matching_cost(level, apply_affine(pose.matrix, x + field)) > matching_cost(level, x)
 
 
 def full_resolution_field(pose: GlobalPose, deformation: Deformation | None, scale: float, shape, spacing,

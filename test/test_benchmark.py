@@ -48,6 +48,14 @@ def test_rows_run_before_identity_get_their_worse_count(tmp_path):
     assert 0 <= rows["sitk-mi"]["worse_than_identity"] <= 2
 
 
+def test_every_model_method_sets_only_options_the_model_config_has():
+    # a method whose overrides name a removed or misspelt option would stop a benchmark run at that method
+    from model.config import load_config
+
+    for method, overrides in run_benchmark.CONFIGS.items():
+        load_config(overrides=overrides)  # raises, naming the key, on an option the config does not have
+
+
 def test_io_overlap_benchmark_runs_both_modes_with_identical_files(tmp_path, capsys, monkeypatch):
     import os
 

@@ -111,14 +111,16 @@ def test_module_does_not_import_torch():
 def test_model_sets_torch_threads_to_the_allowed_count_when_config_threads_is_null(monkeypatch):
     torch = pytest.importorskip("torch")
     from model import pipeline
+    import dataclasses
+
     from model.config import load_config
 
     before = torch.get_num_threads()
     try:
         monkeypatch.setattr(pipeline, "allowed_cpus", lambda: 1)
-        registration = pipeline.Registration(dict(load_config(None), threads=None), device="cpu")
+        registration = pipeline.Registration(dataclasses.replace(load_config(None), threads=None), device="cpu")
         assert torch.get_num_threads() == 1 and registration.threads == 1
-        registration = pipeline.Registration(dict(load_config(None), threads=2), device="cpu")
+        registration = pipeline.Registration(dataclasses.replace(load_config(None), threads=2), device="cpu")
         assert torch.get_num_threads() == 2 and registration.threads == 2  # an explicit value wins
     finally:
         torch.set_num_threads(before)

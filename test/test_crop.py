@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
+from model.config import CropSettings
 from model.crop import Box, fan_box, full_box, pose_in_full_frame
 from model.stages import Deformation, GlobalPose, full_resolution_field
 
-ON = {"enabled": True, "margin_mm": 2.0}
+ON = CropSettings(enabled=True, margin_mm=2.0)
 
 
 def test_fan_box_is_the_bounding_box_plus_margin_clipped():
@@ -22,7 +23,7 @@ def test_fan_box_whole_grid_when_off_or_empty():
     fixed = np.zeros((8, 9, 10), np.float32)
     assert fan_box(fixed, (1, 1, 1), ON, 0.0).is_full          # empty fan
     fixed[2:4, 2:4, 2:4] = 1
-    assert fan_box(fixed, (1, 1, 1), {"enabled": False, "margin_mm": 0.0}, 0.0).is_full
+    assert fan_box(fixed, (1, 1, 1), CropSettings(enabled=False, margin_mm=0.0), 0.0).is_full
     assert not fan_box(fixed, (1, 1, 1), ON, 0.0).is_full
 
 

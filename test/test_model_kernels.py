@@ -6,6 +6,7 @@ compared here with the plain formula on small random problems."""
 import torch
 
 from model.discrete import coupled_convex, displacement_set, shifted_stack
+from model.config import RefineSettings
 from model.refine import adam_refine
 from model.warp import apply_affine, identity_mm, sample, smooth
 
@@ -97,9 +98,10 @@ def test_adam_refine_on_the_fan_only_matches_the_whole_box_loss():
     A[:3, 3] = torch.tensor([0.5, -0.3, 0.2])
     u0 = 0.5 * torch.randn((3,) + shape)
     rcfg = dict(iterations=5, lr=0.3, adam_eps_rel=0.01, diffusion_weight=0.25, smooth_passes=2)
+    settings = RefineSettings(enabled=True, level_mm=2.0, **rcfg)
     with torch.enable_grad():
         expected = textbook_adam_refine(ff, mf, w, spacing, A, u0, rcfg)
-        got = adam_refine(ff, [(mf, 1.0)], w, spacing, A, u0, rcfg)
+        got = adam_refine(ff, mf, w, spacing, A, u0, settings)
     assert float((expected - u0).abs().max()) > 0.1  # it moved
     assert torch.allclose(got, expected, atol=1e-4)
 

@@ -101,26 +101,6 @@ def small_case(shift=(0.0, 0.0, 0.0)):
     return fixed, ndi.shift(fixed, shift, order=1, mode="nearest").astype(np.float32)
 
 
-@pytest.mark.parametrize("multi,expected", [(False, [["ceT1"], ["T2"]]), (True, [["T2", "ceT1"]])])
-def test_multi_sequence_fuses_the_other_mr_only_when_on(monkeypatch, multi, expected):
-    import model.pipeline as pipeline
-    from model import Registration, load_config
-    from model.stages import GlobalPose
-    seen, real = [], pipeline.FeaturePyramid
-
-    def spy(fixed, moving, spacing, cfg, fixed_base=None):
-        seen.append(sorted(moving))
-        return real(fixed, moving, spacing, cfg, fixed_base)
-
-    monkeypatch.setattr(pipeline, "FeaturePyramid", spy)
-    monkeypatch.setattr(pipeline, "global_pose", lambda pyramid, weights, cfg: GlobalPose(torch.eye(4)))  # fast
-    fixed, moving = small_case((1.0, 0.0, 0.0))
-    reg = Registration(load_config(overrides={**ONLY_GLOBAL, "multi_sequence": multi}), device="cpu")
-    reg.register(fixed, {"ceT1": moving, "T2": moving}, (1.0, 1.0, 1.0), "ceT1")
-    # off: each sequence registered alone (the safety net's cross-check); on: one fused registration
-    assert seen == expected
-
-
 @pytest.mark.parametrize("fallback", [True, False])
 def test_a_pose_that_matches_worse_than_identity_falls_back_only_when_enabled(monkeypatch, fallback):
     import model.pipeline as pipeline
@@ -129,7 +109,7 @@ def test_a_pose_that_matches_worse_than_identity_falls_back_only_when_enabled(mo
 
     # the MR equals the iUS: the identity is perfect and a 3 mm pose matches worse; the global stage is made
     # to return that pose
-    def wrong_pose(pyramid, weights, cfg):
+    def wrong_pose(pyramid, cfg):
         matrix = torch.eye(4)
         matrix[1, 3] = 3.0
         return GlobalPose(matrix)
@@ -156,9 +136,8 @@ def test_a_right_pose_does_not_trigger_the_fallback():
 
     fixed, moving = small_case((0.0, 3.0, 0.0))  # fixed x <-> moving x + 3 along axis 1
     cfg = load_config(overrides=ONLY_GLOBAL)
-    pyramid = FeaturePyramid(_to_device(fixed, "cpu"), {"ceT1": _to_device(moving, "cpu")}, (1.0, 1.0, 1.0), cfg)
+    pyramid = FeaturePyramid(_to_device(fixed, "cpu"), _to_device(moving, "cpu"), (1.0, 1.0, 1.0), cfg)
     right, wrong = torch.eye(4), torch.eye(4)
     right[1, 3], wrong[1, 3] = 3.0, -3.0
-    weights = {"ceT1": 1.0}
-    assert not matches_worse_than_identity(pyramid, GlobalPose(right), None, 1.0, weights, cfg)
-    assert matches_worse_than_identity(pyramid, GlobalPose(wrong), None, 1.0, weights, cfg)
+    assert not matches_worse_than_identity(pyramid, GlobalPose(right), None, 1.0, cfg)
+    assert matches_worse_than_identity(pyramid, GlobalPose(wrong), None, 1.0, cfg)
