@@ -12,7 +12,7 @@ from runner import cases, leftovers
 from runner.cases import RunContext
 from runner.layouts import plan
 from runner.model_loader import LazyRegistration
-from runner.settings import SetupError, load_model_config, read_settings
+from runner.settings import SetupError, config_label, load_model_config, read_settings
 
 EXIT_OK, EXIT_FAILED, EXIT_SETUP = 0, 1, 2
 
@@ -37,7 +37,7 @@ def run(input_dir: str, output_dir: str, registration=None, sequences: str | Non
     for label, path in job.stale:  # cases that failed while planning (pairs that fail later: runner/cases.py)
         cases.remove_stale(path, label, output_dir)
     leftovers.sweep(job.scope, output_dir)  # what earlier runs left that this run answers for (or a WARNING)
-    lazy = LazyRegistration(registration, settings.config_file, settings.config_source, config)
+    lazy = LazyRegistration(registration, config, config_label(settings.config_file, settings.config_source))
     context = RunContext(BackgroundIO(), lazy, job.writer, output_dir, qc_dir, settings.overlap)
     outcomes = run_cases(context, job.cases)
     if job.write_timings:

@@ -108,9 +108,9 @@ def config_label(config_file: str | None, config_source: str) -> str:
     return f"model config {config_file} ({config_source})"
 
 
-def load_model_config(config_file: str | None, config_source: str) -> dict:
-    """The model's config (resources/config.json <- the override file), read and validated once, before any
-    work; any problem is a SetupError naming the file (and the key, as model.config words it). Imports the
+def load_model_config(config_file: str | None, config_source: str):
+    """The model's ModelConfig (resources/config.json <- the override file), read and checked for keys, types
+    and ranges once, before any work; any problem is a SetupError (exit 2) naming the file and the key. Imports the
     model package, hence torch: call it only when the run will load the project's model."""
     from model.config import load_config
 
@@ -121,5 +121,5 @@ def load_model_config(config_file: str | None, config_source: str) -> dict:
         raise SetupError(f"{where}: broken JSON: {exc}") from None
     except OSError as exc:
         raise SetupError(f"{where}: cannot read it: {one_line(exc)}") from None
-    except (ValueError, TypeError, KeyError, AttributeError) as exc:
+    except ValueError as exc:  # model.config.ConfigError: names the key
         raise SetupError(f"{where}: {one_line(exc)}") from None

@@ -301,7 +301,12 @@ def test_read_only_output_folder_really_probed(tmp_path, capsys):
 @pytest.mark.parametrize("content, fragment", [
     ('{"refine": {"iterations": 40,}}', "broken JSON: Expecting property name"),
     ('{"refine": {"iteratons": 40}}', "unknown model config key 'refine.iteratons'"),
-    ('{"global": {"model": "elastic"}}', "global.model must be 'rigid' or 'affine'"),
+    ('{"global": {"model": "affine"}}', "unknown model config key 'global.model'"),  # a removed option
+    ('{"refine": {"lr": "fast"}}', "model config key 'refine.lr': expected a number, got 'fast'"),
+    ('{"refine": {"iterations": -5}}', "model config key 'refine.iterations': -5 is out of range (must be >= 0)"),
+    ('{"refine": {"iterations": 7.5}}', "model config key 'refine.iterations': expected an integer, got 7.5"),
+    ('{"global": {"radius": [3]}}', "model config key 'global.radius': 1 entries for 2 levels_mm"),
+    ('{"device": "gpu"}', "model config key 'device': expected null, auto, cpu, cuda or cuda:N, got 'gpu'"),
 ])
 @pytest.mark.parametrize("source", ["env", "tarball"])
 def test_a_broken_model_config_is_a_setup_error(tmp_path, capsys, monkeypatch, content, fragment, source):
@@ -325,7 +330,7 @@ def test_a_broken_model_config_is_a_setup_error(tmp_path, capsys, monkeypatch, c
 
 
 def test_the_model_config_is_read_once_and_named(tmp_path, capsys, monkeypatch):
-    """Validated at setup, that same dict reaches the model (model.config.load_config called once), and the
+    """Validated at setup, that same ModelConfig reaches the model (model.config.load_config called once), and the
     log names the file in use."""
     pytest.importorskip("torch")
     import model
@@ -353,5 +358,5 @@ def test_the_model_config_is_read_once_and_named(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(model, "Registration", Model)
     code = process.run(str(tmp_path / "in"), str(tmp_path / "out"), sequences="ceT1")
     text = capsys.readouterr().out
-    assert code == 0 and reads == [str(config)] and seen[0]["refine"]["iterations"] == 7
-    assert f"model config: resources/config.json <- {config} ($REMIND2REG_CONFIG)" in text
+    assert code == 0 and reads == [str(config)] and seen[0].refine.iterations == 7
+    assert f"model config: REMIND2REG_CONFIG={str(config)!r}" in text
