@@ -7,16 +7,21 @@ file and the anatomy. Model, in the log domain of the displayed intensity, for t
     log I(x) = f(MR features at x)                    echogenicity: ridge regression, linear in 10 T1 features, of
                                                       the log local mean (0.75 mm) of RESECT case 24's real iUS
                                                       (real iUS and T1 on one grid)
-             + T(x)                                   texture: a random field whose radial power spectrum is the
-                                                      mean spectrum of log-iUS over the 17 real volumes, scaled so
-                                                      that var(f + T) is the real log-variance, its amplitude
-                                                      modulated (calm and busy regions) by the amount that gives
-                                                      the real volumes' speckle SNR
+             + T(x)                                   texture (`texture_components`, when the parameters have
+                                                      "speckle"): thin bright lines on the T1's valleys (sulci,
+                                                      falx; strength fitted on case 24's iUS), a regional field,
+                                                      random thin bright sheets not tied to the MR, log-envelope
+                                                      speckle of an anisotropic PSF along the beam and voxel noise;
+                                                      widths and weights fitted by simulated moments so that a
+                                                      render of case 24's fan has the 17 real volumes' mean SNR,
+                                                      autocorrelation widths and patch statistics
+                                                      (`fit_appearance.fit_speckle`). Older parameter files: one
+                                                      Gaussian field of the real log-iUS spectrum
              - beta * depth(x)                        attenuation left after TGC, fitted on the real volumes whose
                                                       fan apex could be recovered from the fan's shape
              + k_shadow * mean upstream brightness    shadowing behind bright reflectors (k < 0), fitted the same way
-    I = Q_real(rank of log I among the fan's tissue)  quantile map onto the pooled real tissue histogram, times a
-                                                      per-case gain drawn from the real volumes' spread of medians
+    I = Q_case(rank of log I among the fan's tissue)  quantile map onto a histogram drawn per case between two
+                                                      real volumes' histograms (`case_quantiles`)
 
 T1 features (T1 divided by its median over the fan's tissue; Gaussian smoothing at 0.5, 1, 2, 4 mm): the smoothed
 intensities (4), differences of Gaussians G(2s) - G(s) for s = 0.5, 1, 2 mm (thin dark structures: sulci, 3) and
@@ -124,6 +129,70 @@ def texture_field(shape, spacing, psd_k, psd, rng, hetero: float = 0.0, hetero_m
     return out.astype(np.float32)
 
 
+# ----------------------------------------------------------------------------- speckle, lines, reflectors
+def _unit(v):
+    v = np.asarray(v, np.float64)
+    return v / max(np.linalg.norm(v), 1e-9)
+
+
+def speckle_log(shape, spacing, rng, sigma_axial_mm: float, sigma_lateral_mm: float, beam=(0.0, 0.0, 1.0)):
+    """Log-envelope speckle, standardised (mean 0, sd 1): |z| of a complex Gaussian field blurred by a Gaussian
+    point-spread function (sd sigma_axial_mm along `beam`, a unit vector in index space, sigma_lateral_mm
+    across), log-compressed. Fully developed speckle: Rayleigh envelope, so log|z| has the long dark tail of
+    real log-compressed B-mode; its autocorrelation width follows the PSF."""
+    sp = np.asarray(spacing, np.float64)
+    fs = np.meshgrid(*[np.fft.fftfreq(n, d=float(s)) for n, s in zip(shape, sp)], indexing="ij", sparse=True)
+    b = _unit(np.asarray(beam, np.float64) * sp)   # beam direction in mm space
+    ka = fs[0] * b[0] + fs[1] * b[1] + fs[2] * b[2]
+    k2 = fs[0] ** 2 + fs[1] ** 2 + fs[2] ** 2
+    H = np.exp(-2 * np.pi ** 2 * (sigma_axial_mm ** 2 * ka ** 2 + sigma_lateral_mm ** 2 * (k2 - ka ** 2)))
+    z = rng.standard_normal(shape).astype(np.float32) + 1j * rng.standard_normal(shape).astype(np.float32)
+    z = np.fft.ifftn(np.fft.fftn(z) * H.astype(np.float32))
+    out = np.log(np.abs(z) + 1e-12).astype(np.float32)
+    out -= out.mean()
+    out /= out.std() + 1e-9
+    return out
+
+
+def valley_map(t1n: np.ndarray, spacing, scale_mm: float = 0.75) -> np.ndarray:
+    """Thin dark structures of the T1 (sulci, the falx, CSF clefts), which real iUS shows as thin bright lines:
+    the largest Hessian eigenvalue of the T1 smoothed at scale_mm, where positive (a valley across it), times
+    scale^2 (scale-normalised), standardised by the image's own spread (0 mean over positive part not enforced)."""
+    sp = np.asarray(spacing, np.float64)
+    g = ndimage.gaussian_filter(t1n.astype(np.float32), scale_mm / sp)
+    H = np.empty(t1n.shape + (3, 3), np.float32)
+    grads = np.gradient(g, *sp)
+    for a in range(3):
+        ga = np.gradient(grads[a], *sp)
+        for b in range(a, 3):
+            H[..., a, b] = H[..., b, a] = ga[b]
+    del grads
+    lam = np.linalg.eigvalsh(H)[..., -1]
+    return (np.clip(lam, 0, None) * scale_mm ** 2).astype(np.float32)
+
+
+def sheet_reflectors(shape, spacing, rng, spacing_mm: float, thickness_mm: float, patch_mm: float,
+                     cover: float) -> np.ndarray:
+    """Bright thin sheets not tied to the MR (the real fans' echogenic lines that T1 does not predict): the zero
+    level set of a smooth random field (correlation spacing_mm) drawn thickness_mm thick, kept where a second,
+    coarser random field (patch_mm) is in its top `cover` share, so that sheets come in patches. 0..1."""
+    sp = np.asarray(spacing, np.float64)
+    G = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), spacing_mm / sp)
+    gm = np.sqrt(sum(x * x for x in np.gradient(G, *sp))) + 1e-9
+    dist = np.abs(G) / gm                                   # ~distance (mm) to the zero level set
+    sheet = np.exp(-0.5 * (dist / (0.5 * thickness_mm)) ** 2).astype(np.float32)
+    P = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), patch_mm / sp)
+    thr = np.quantile(P, 1.0 - float(np.clip(cover, 0.0, 1.0))) if cover < 1 else -np.inf
+    w = np.clip((P - thr) / (P.std() + 1e-9) * 2.0, 0.0, 1.0)
+    return (sheet * w).astype(np.float32)
+
+
+def smooth_field(shape, spacing, rng, sigma_mm: float) -> np.ndarray:
+    """Unit-variance smooth Gaussian random field (regional echogenicity variation)."""
+    H = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma_mm / np.asarray(spacing))
+    return (H / (H.std() + 1e-9)).astype(np.float32)
+
+
 # ----------------------------------------------------------------------------- beam geometry
 def upstream_mean(vol: np.ndarray, mask: np.ndarray, apex_vox, spacing, lo_mm=2.0, hi_mm=10.0, n=9) -> np.ndarray:
     """Mean of vol over points 2..10 mm closer to the apex along the ray through each voxel of mask (0 elsewhere)."""
@@ -159,6 +228,23 @@ def load_params(path: str | None = None) -> dict:
     return _load(os.path.abspath(path or PARAMS_PATH))
 
 
+def case_quantiles(hist: dict, rng, gain: float | None = None) -> np.ndarray:
+    """The case's quantile curve. gain given: the real volumes' mean curve times gain. gain None: a random
+    convex combination of two of the real volumes' own curves (hist["curves"]) when shipped, so that every
+    percentile varies between cases as much as, and no more than, between the real volumes (a single gain on
+    the mean curve spreads the bright tail more than the real volumes do); else the mean curve times a gain
+    drawn from the real spread of medians."""
+    q = np.asarray(hist["quantiles"], np.float64)
+    if gain is not None:
+        return q * gain
+    curves = hist.get("curves")
+    if curves:
+        i, j = rng.choice(len(curves), size=2, replace=False)
+        w = rng.uniform()
+        return w * np.asarray(curves[i], np.float64) + (1 - w) * np.asarray(curves[j], np.float64)
+    return q * float(np.exp(rng.normal(0.0, hist["log_gain_sd"])))
+
+
 def _quantile_map(values: np.ndarray, levels, quantiles) -> np.ndarray:
     ranks = (np.argsort(np.argsort(values, kind="stable"), kind="stable") + 0.5) / len(values)
     return np.interp(ranks, levels, quantiles)
@@ -181,8 +267,16 @@ def render_tissue(t1: np.ndarray, tissue: np.ndarray, spacing, rng, apex_vox=Non
     logi = np.zeros(t1c.shape, np.float32)
     logi[tis] = predict(P["echo"], F[:, tis].T)
     del F
-    T = texture_field(t1c.shape, sp, P["texture"]["k"], P["texture"]["psd"], rng, P["texture"].get("hetero", 0.0))
-    logi[tis] += np.float32(P["texture"]["scale"]) * T[tis]
+    if "speckle" in P:
+        beam = (0.0, 0.0, 1.0)
+        if apex_vox is not None:
+            beam = np.argwhere(tis).mean(0) - (np.asarray(apex_vox, np.float64) - [s.start for s in box])
+        logi[tis] += texture_components(t1c, tis, sp, rng, P, beam,
+                                        None if norm_mask is None else norm_mask[box])[tis]
+    else:   # the first model (one Gaussian field of the real log-iUS spectrum), kept for old parameter files
+        T = texture_field(t1c.shape, sp, P["texture"]["k"], P["texture"]["psd"], rng,
+                          P["texture"].get("hetero", 0.0))
+        logi[tis] += np.float32(P["texture"]["scale"]) * T[tis]
     if apex_vox is not None:
         apex = np.asarray(apex_vox, np.float64) - np.array([s.start for s in box])
         logi[tis] -= np.float32(P["beam"]["beta_per_mm"]) * depth_mm(tis, apex, sp)[tis]
@@ -190,14 +284,40 @@ def render_tissue(t1: np.ndarray, tissue: np.ndarray, spacing, rng, apex_vox=Non
         z = (logi - logi[tis].mean()) / (logi[tis].std() + 1e-6)
         bright = np.where(tis, np.clip(z - P["beam"]["bright_z"], 0, None), 0).astype(np.float32)
         logi[tis] += np.float32(P["beam"]["k_shadow"]) * upstream_mean(bright, tis, apex, sp)[tis]
-    if gain is None:
-        gain = float(np.exp(rng.normal(0.0, P["histogram"]["log_gain_sd"])))
-    vals = _quantile_map(logi[tis], P["histogram"]["levels"], P["histogram"]["quantiles"]) * gain
+    vals = _quantile_map(logi[tis], P["histogram"]["levels"], case_quantiles(P["histogram"], rng, gain))
     out = np.zeros(t1.shape, np.float32)
     sub = np.zeros(t1c.shape, np.float32)
     sub[tis] = np.clip(vals, 1.0, 255.0)
     out[box] = sub
     return out
+
+
+def texture_components(t1, tissue, spacing, rng, P, beam=(0.0, 0.0, 1.0), norm_mask=None, parts=False):
+    """Everything of log I that T1's echogenicity regression does not give (params P["speckle"], all fitted):
+    w_line * valley map of the T1 / line_sd (thin bright lines at sulci and CSF clefts, strength fitted on case
+    24's iUS) + w_reg * regional field + w_refl * random sheet reflectors + w_speckle * log-envelope speckle
+    + w_white * voxel-wise noise (the real volumes' autocorrelation drops sharply from lag 0 to one voxel, then
+    decays slowly: a "nugget" that a smooth PSF alone cannot give).
+    The random parts are drawn in that order from rng. parts=True returns the four maps (unweighted) instead."""
+    S = P["speckle"]
+    sp = np.asarray(spacing, np.float64)
+    ref = norm_mask if norm_mask is not None and norm_mask.any() else tissue
+    t1n = t1 / max(float(np.median(t1[ref])), 1e-6)
+    p = random_parts(t1.shape, sp, rng, S, beam)
+    p["line"] = valley_map(t1n, sp, S["line_scale_mm"]) / np.float32(S["line_sd"])
+    if parts:
+        return p
+    return sum(np.float32(S.get("w_" + k, 0.0)) * v for k, v in p.items()).astype(np.float32)
+
+
+def random_parts(shape, spacing, rng, S, beam=(0.0, 0.0, 1.0)) -> dict:
+    """The unweighted random maps of texture_components, drawn from rng in this order: regional field,
+    sheet reflectors, speckle, voxel noise."""
+    return dict(reg=smooth_field(shape, spacing, rng, S["reg_mm"]),
+                refl=sheet_reflectors(shape, spacing, rng, S["refl_spacing_mm"], S["refl_thickness_mm"],
+                                      S["refl_patch_mm"], S["refl_cover"]),
+                speckle=speckle_log(shape, spacing, rng, S["sigma_axial_mm"], S["sigma_lateral_mm"], beam),
+                white=rng.standard_normal(shape).astype(np.float32))
 
 
 def _bbox(mask, margin=0):

@@ -17,6 +17,10 @@ Steps (each prints its figures):
    and caps, accepted when the fit is good), the slope of log iUS with depth (attenuation left after TGC) and
    the slope of the depth-detrended, standardised log iUS on the mean brightness 2-10 mm upstream along the ray
    (shadowing behind bright reflectors).
+5. texture components (appearance.texture_components): the strength of thin bright lines on the T1's valleys,
+   fitted on case 24's iUS; the speckle PSF widths and the weights of speckle, regional field, random sheet
+   reflectors and voxel noise by simulated moments: Nelder-Mead so that a render of case 24's fan has the 17
+   real volumes' mean SNR, autocorrelation widths and mean discriminator patch statistics (fit_speckle).
 --crop N keeps an N^3 crop around each fan's centre (tests; the figures are then not the shipped ones).
 """
 from __future__ import annotations
@@ -153,7 +157,8 @@ def fit_texture_histogram(files, var_pred, crop=None, verbose=True):
         print(f"texture heterogeneity {hetero:.2f}: speckle SNR {snr_sim:.2f} against the real {snr_real:.2f}")
     return (dict(k=k.tolist(), psd=psd.tolist(), scale=scale, hetero=hetero, snr_real=snr_real, snr_sim=snr_sim, var_real_log_cubes=var_real,
                  var_real_log_fan=float(np.mean(logvars))),
-            dict(levels=levels.tolist(), quantiles=quant.tolist(), log_gain_sd=log_gain_sd))
+            dict(levels=levels.tolist(), quantiles=quant.tolist(), log_gain_sd=log_gain_sd,
+                 curves=[np.round(q, 2).tolist() for q in qs]))
 
 
 def _snr(vol, mask, sp):
@@ -185,6 +190,158 @@ def _fit_hetero(files, k, psd, scale, levels, quant, crop=None):
         if best is None or abs(s - target) < abs(best[1] - target):
             best = (float(h), s)
     return best[0], target, best[1]
+
+
+# ----------------------------------------------------------------------------- 5. texture by simulated moments
+def patch_features(p: np.ndarray) -> np.ndarray:
+    """24 texture statistics of one patch (the discriminator's features in benchmarks.realism_compare): moments,
+    percentiles, gradient energy, high-pass share, autocorrelation at 1, 2, 4 voxels along each axis, sorted."""
+    from scipy import stats
+    p = p.astype(np.float64)
+    m = p.mean()
+    q = np.percentile(p, [10, 50, 90, 99])
+    g = np.sqrt(sum(x ** 2 for x in np.gradient(p)))
+    hp = p - ndimage.gaussian_filter(p, 2.0)
+    c = p - m
+    v = (c * c).mean() + 1e-9
+    ac = []
+    for lag in (1, 2, 4):
+        per_axis = [float((np.take(c, range(lag, c.shape[a]), a) * np.take(c, range(0, c.shape[a] - lag), a)).mean()
+                          / v) for a in range(3)]
+        ac += sorted(per_axis)
+    return np.array([m, p.std(), p.std() / (m + 1e-9), stats.skew(p.ravel()), stats.kurtosis(p.ravel()),
+                     *q, q[3] / (q[1] + 1e-9), q[2] / (q[1] + 1e-9), g.mean() / (m + 1e-9), hp.var() / v,
+                     np.log(m + 1), (p > 2 * q[1]).mean(), *ac])
+
+
+def patches(vol: np.ndarray, mask: np.ndarray, rng, n=40, size=16) -> list:
+    """patch_features of up to n random size^3 patches fully inside mask."""
+    inner = ndimage.binary_erosion(mask, iterations=size // 2 + 1)
+    cand = np.argwhere(inner)
+    out = []
+    if not len(cand):
+        return out
+    for c in cand[rng.choice(len(cand), size=min(4 * n, len(cand)), replace=False)]:
+        lo = c - size // 2
+        sl = tuple(slice(a, a + size) for a in lo)
+        if mask[sl].all():
+            out.append(patch_features(vol[sl]))
+        if len(out) >= n:
+            break
+    return out
+
+
+MOMENT_STATS = ("snr", "acl_min_mm", "acl_max_mm")
+# the fitted parameters of the speckle component, with their starting values and bounds (log-searched)
+SPECKLE_FREE = dict(sigma_axial_mm=(0.5, 0.2, 3.0), sigma_lateral_mm=(1.0, 0.2, 4.0), w_speckle=(0.35, 0.02, 3.0),
+                    w_reg=(0.45, 0.005, 2.0), w_refl=(0.6, 0.005, 6.0), w_white=(0.15, 0.005, 2.0),
+                    refl_cover=(0.3, 0.03, 1.0), refl_thickness_mm=(0.7, 0.3, 2.0))
+SPECKLE_FIXED = dict(line_scale_mm=0.75, reg_mm=4.0, refl_spacing_mm=5.0, refl_patch_mm=8.0)
+
+
+def moment_stats(vol: np.ndarray, sp, n_cubes: int = 12) -> list:
+    """compare_real.us_stats' SNR and autocorrelation widths (min / max over the index axes, FWHM of 16 mm
+    cubes fully inside the fan), the widths averaged over n_cubes cubes instead of 4: a steadier target."""
+    from .compare_real import _acl
+    sp = np.asarray(sp, np.float64)
+    fan = vol > 0
+    n = int(round(16.0 / sp.mean()))
+    cand = np.argwhere(ndimage.binary_erosion(fan, iterations=n // 2 + 1))
+    rng = np.random.default_rng(0)
+    acls = []
+    for idx in cand[rng.choice(len(cand), size=min(n_cubes, len(cand)), replace=False)] if len(cand) else []:
+        lo = idx - n // 2
+        cube = vol[lo[0]:lo[0] + n, lo[1]:lo[1] + n, lo[2]:lo[2] + n].astype(np.float64)
+        if cube.shape == (n, n, n) and cube.std() > 1e-3 and (cube <= 1.0).mean() < 0.05:
+            acls.append(_acl(cube, sp))
+    a = np.asarray(acls) if acls else np.full((1, 3), np.nan)
+    return [_snr(vol, fan, sp), float(np.nanmean(a.min(1))), float(np.nanmean(a.max(1)))]
+
+
+def real_moments(files, crop=None):
+    """Per real volume: moment_stats (SNR, autocorrelation widths) and the mean of the discriminator's
+    24 patch statistics (40 patches). Returns (mean, sd) over volumes of the 27-vector."""
+    rows = []
+    rng = np.random.default_rng(0)
+    for f in files:
+        us, sp, _ = _load(f, crop)
+        pf = patches(us, us > 0, rng)
+        if not pf:
+            continue
+        rows.append(np.r_[moment_stats(us, sp), np.mean(pf, 0)])
+    R = np.array(rows)
+    return np.nanmean(R, 0), np.nanstd(R, 0) + 1e-9
+
+
+def fit_speckle(files, echo_model, hist, crop=None, maxfev=200, verbose=True):
+    """Fit the texture components (appearance.texture_components) on case 24's fan and T1:
+    * line strength w_line: least squares of case 24's log iUS (0.75 mm local mean) minus the echogenicity
+      prediction on the T1 valley map (standardised by its sd over the fan): measured, not searched;
+    * speckle PSF widths, speckle, regional and reflector weights: Nelder-Mead (log parameters) so that the
+      render of case 24's fan (echogenicity + components, quantile-mapped, gain 1) has the real volumes' mean
+      SNR, autocorrelation widths and mean patch statistics (each difference in units of the real volumes' sd),
+      the random fields fixed between evaluations."""
+    from scipy.optimize import minimize
+    t = time.time()
+    us, sp, sl = _load(os.path.join(DATA_DIR, "resect-case24", "us.nii.gz"), crop)
+    t1 = np.asarray(nib.load(os.path.join(DATA_DIR, "resect-case24", "t1.nii.gz")).get_fdata(), np.float32)[sl]
+    fan = us > 0
+    inner = ndimage.binary_erosion(fan, iterations=max(1, int(round(1.0 / sp.min()))))
+    F = A.mr_features(t1, fan, sp)
+    echo = np.zeros(us.shape, np.float32)
+    echo[fan] = A.predict(echo_model, F[:, fan].T)
+    del F
+    t1n = t1 / max(float(np.median(t1[fan])), 1e-6)
+    line = A.valley_map(t1n, sp, SPECKLE_FIXED["line_scale_mm"])
+    line_sd = float(line[fan].std() + 1e-9)
+    z = line[inner] / line_sd
+    y = np.log(np.maximum(A_smooth_in(us, fan, 0.75 / sp), 1.0))[inner] - echo[inner]
+    zc = z - z.mean()
+    w_line = float((zc * (y - y.mean())).sum() / (zc * zc).sum())
+    r_line = float(np.corrcoef(z, y)[0, 1])
+    mu, sd = real_moments(files, crop)
+    S0 = dict(SPECKLE_FIXED, line_sd=line_sd, w_line=w_line, **{k: v[0] for k, v in SPECKLE_FREE.items()})
+    base = echo + np.float32(w_line) * line / np.float32(line_sd)
+    names = list(SPECKLE_FREE)
+    lo = np.log([SPECKLE_FREE[k][1] for k in names])
+    hi = np.log([SPECKLE_FREE[k][2] for k in names])
+
+    def render(x):
+        q = dict(zip(names, np.exp(np.clip(x, lo, hi))))
+        p = A.random_parts(us.shape, sp, np.random.default_rng(11), dict(S0, **q))   # same draws every time
+        logi = base + sum(np.float32(q["w_" + k]) * v for k, v in p.items())
+        img = np.zeros(us.shape, np.float32)
+        img[fan] = np.clip(A._quantile_map(logi[fan], hist["levels"], hist["quantiles"]), 1.0, 255.0)
+        return img
+
+    def moments(img):
+        pf = patches(img, fan, np.random.default_rng(0))
+        return np.r_[moment_stats(img, sp), np.mean(pf, 0)]
+
+    def loss(x):
+        d = (moments(render(x)) - mu) / sd
+        return float(np.nansum(d * d)) + 10.0 * float(np.sum(np.clip(x - hi, 0, None) + np.clip(lo - x, 0, None)))
+
+    x0 = np.log([SPECKLE_FREE[k][0] for k in names])
+    l0 = loss(x0)
+    simplex = np.vstack([x0] + [x0 + 0.3 * np.eye(len(x0))[i] for i in range(len(x0))])  # 0.3 in log: +35 %
+    res = minimize(loss, x0, method="Nelder-Mead", options=dict(maxfev=maxfev, xatol=0.02, fatol=0.05,
+                                                                initial_simplex=simplex))
+    best = dict(zip(names, np.exp(np.clip(res.x, lo, hi)).tolist()))
+    m = moments(render(res.x))
+    d = (m - mu) / sd
+    out = dict(S0, **best, fit_loss=float(res.fun), start_loss=l0, n_eval=int(res.nfev), r_line=r_line,
+               fit_stats={k: [float(m[i]), float(mu[i]), float(sd[i])] for i, k in enumerate(MOMENT_STATS)},
+               fit_patch_z=[float(v) for v in d[len(MOMENT_STATS):]])
+    if verbose:
+        print(f"lines: valley map (T1, {SPECKLE_FIXED['line_scale_mm']} mm) vs case 24's log iUS beyond the "
+              f"echogenicity: r {r_line:+.3f}, strength {w_line:+.4f} per sd")
+        print(f"speckle (simulated moments on case 24's fan, {res.nfev} renders, {time.time() - t:.0f} s): loss "
+              f"{l0:.1f} -> {res.fun:.1f}; " + ", ".join(f"{k} {v:.3g}" for k, v in best.items()))
+        for i, k in enumerate(MOMENT_STATS):
+            print(f"  {k}: rendered {m[i]:.2f}, real {mu[i]:.2f} +- {sd[i]:.2f}")
+        print(f"  patch statistics: |z| mean {np.mean(np.abs(d[3:])):.2f}, max {np.max(np.abs(d[3:])):.2f}")
+    return out
 
 
 # ----------------------------------------------------------------------------- 4. beam: apex, attenuation, shadow
@@ -278,13 +435,14 @@ def fit_beam(files, crop=None, max_res=0.25, bright_z=2.0, verbose=True):
     return out
 
 
-def fit_all(crop=None, files=None, verbose=True) -> dict:
+def fit_all(crop=None, files=None, verbose=True, speckle_maxfev=200) -> dict:
     t = time.time()
     files = files or real_files()
     echo = fit_echo(crop, verbose=verbose)
     texture, hist = fit_texture_histogram(files, echo["var_pred"], crop, verbose=verbose)
     beam = fit_beam(files, crop, verbose=verbose)
-    return dict(echo=echo, texture=texture, histogram=hist, beam=beam,
+    speckle = fit_speckle(files, echo, hist, crop, maxfev=speckle_maxfev, verbose=verbose)
+    return dict(echo=echo, texture=texture, histogram=hist, beam=beam, speckle=speckle,
                 source=("fitted by python -m simulation.fit_appearance on the REAL RESECT iUS in ../shared/data "
                         f"({len(files)} volumes; echogenicity on case 24)" + (f", crop {crop}" if crop else "")),
                 fit_seconds=round(time.time() - t, 1))

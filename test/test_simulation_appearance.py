@@ -21,7 +21,7 @@ def _toy(n=32):
 def test_shipped_parameters_are_small_and_complete():
     assert os.path.getsize(A.PARAMS_PATH) < 50_000
     P = A.load_params()
-    for key in ("echo", "texture", "histogram", "beam"):
+    for key in ("echo", "texture", "histogram", "beam", "speckle"):
         assert key in P
     assert len(P["echo"]["w"]) == 1 + len(A.FEATURE_NAMES)
     assert np.all(np.diff(P["histogram"]["quantiles"]) >= 0)
@@ -89,10 +89,58 @@ def test_learned_renderer_in_a_simulated_case():
 def test_fit_on_a_small_crop(tmp_path):
     from simulation import fit_appearance as F
     files = F.real_files()[:2] + F.real_files()[-1:]
-    P = F.fit_all(crop=48, files=files, verbose=False)
+    P = F.fit_all(crop=48, files=files, verbose=False, speckle_maxfev=6)
     assert len(P["echo"]["holdout"]) == 6 and np.isfinite(P["echo"]["holdout_mean_r_raw"])
     assert P["texture"]["scale"] > 0 and len(P["texture"]["psd"]) == len(P["texture"]["k"])
+    assert P["speckle"]["sigma_axial_mm"] > 0 and np.isfinite(P["speckle"]["w_line"]) and P["speckle"]["n_eval"] > 0
+    assert len(P["histogram"]["curves"]) == 3
     assert np.all(np.diff(P["histogram"]["quantiles"]) >= 0)
     t1, tissue = _toy()
     img = A.render_tissue(t1, tissue, (1.0, 1.0, 1.0), np.random.default_rng(0), params=P)
     assert np.all(np.isfinite(img)) and img[tissue].min() >= 1.0
+
+
+def _fwhm_along(field, axis):
+    c = field - field.mean()
+    prof = [1.0] + [float((np.take(c, range(l, c.shape[axis]), axis) * np.take(c, range(0, c.shape[axis] - l), axis)
+                           ).mean() / c.var()) for l in range(1, 12)]
+    return next(i for i, v in enumerate(prof) if v < 0.5)
+
+
+def test_speckle_is_finer_along_the_beam():
+    # sigma 0.4 mm along the beam (axis 2), 1.6 mm across: the autocorrelation must be narrower along axis 2,
+    # whichever way the beam is given (a beam ignored or read in the wrong axis makes them equal or swapped)
+    for beam, ax in (((0.0, 0.0, 1.0), 2), ((1.0, 0.0, 0.0), 0)):
+        s = A.speckle_log((40, 40, 40), (0.5,) * 3, np.random.default_rng(0), 0.4, 1.6, beam)
+        assert abs(s.mean()) < 1e-3 and abs(s.std() - 1) < 1e-3
+        widths = [_fwhm_along(s, a) for a in range(3)]
+        assert widths[ax] < min(w for a, w in enumerate(widths) if a != ax)
+
+
+def test_valley_map_marks_thin_dark_structures_only():
+    t1 = np.full((32, 32, 32), 100.0, np.float32)
+    t1[:, 10, :] = 40.0           # a dark sheet (a sulcus on T1): a bright line on iUS
+    t1[:, 22, :] = 160.0          # a bright sheet: no line
+    v = A.valley_map(t1 / 100.0, (0.5,) * 3, 0.75)
+    assert v[16, 10, 16] > 0.1 and v[16, 22, 16] < 0.1 * v[16, 10, 16] and v[16, 16, 16] < 0.01 * v[16, 10, 16]
+
+
+def test_case_histogram_stays_between_the_real_curves():
+    P = A.load_params()
+    H = P["histogram"]
+    curves = np.asarray(H["curves"])
+    assert len(curves) >= 10
+    qs = [A.case_quantiles(H, np.random.default_rng(s)) for s in range(20)]
+    for q in qs:
+        assert np.all(q >= curves.min(0) - 1e-6) and np.all(q <= curves.max(0) + 1e-6)
+    assert np.std([q[190] for q in qs]) > 1.0          # the case's bright tail does vary
+    assert np.allclose(A.case_quantiles(H, np.random.default_rng(0), gain=2.0), 2 * np.asarray(H["quantiles"]))
+
+
+def test_sheet_reflectors_cover_and_thickness():
+    rng = np.random.default_rng(0)
+    few = A.sheet_reflectors((40, 40, 40), (0.5,) * 3, rng, 5.0, 0.7, 8.0, 0.1)
+    many = A.sheet_reflectors((40, 40, 40), (0.5,) * 3, np.random.default_rng(0), 5.0, 0.7, 8.0, 0.9)
+    assert few.min() >= 0 and few.max() <= 1
+    assert (few > 0.5).mean() < 0.5 * (many > 0.5).mean()
+    assert 0.02 < (many > 0.5).mean() < 0.4            # thin sheets, not a filled volume
