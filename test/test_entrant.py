@@ -6,6 +6,7 @@ import sys
 import time
 
 import numpy as np
+import pytest
 
 from benchmarks import entrant
 from simulation.cases import make_simulated_case, write_dataset
@@ -30,17 +31,52 @@ class Identity:
         return Result()
 
 
+ANISOTROPIC = (2.4, 3.2, 4.0)  # mm per voxel along i, j, k
+
+
+def anisotropic(case, spacing=ANISOTROPIC):
+    """The simulated case (isotropic by construction) with other voxel sizes per axis: its images, landmarks
+    (voxels) and true field (voxels) are unchanged, so the ground truth stays exact; only mm change."""
+    old = np.asarray(case["spacing"], float)
+    affine = np.array(case["affine"], float)
+    affine[:3, :3] = affine[:3, :3] * (np.asarray(spacing) / old)[None, :]
+    return {**case, "affine": affine, "spacing": tuple(spacing)}
+
+
+class Oracle:
+    """Writes each case's true voxel field (found by its fixed image); refuses a spacing not the header's."""
+
+    def __init__(self, cases, spacing):
+        self.cases, self.spacing = cases, spacing
+
+    def register(self, fixed, moving, spacing, target):
+        np.testing.assert_allclose(spacing, self.spacing, rtol=1e-5)
+        truth = next(c["true_displacement"] for c in self.cases if np.array_equal(c["fixed"], fixed))
+
+        class Result:
+            displacement = np.asarray(truth, np.float32)
+            stage_seconds, device = {}, "cpu (oracle)"
+        return Result()
+
+
 def test_entrant_registers_scores_and_prints_one_table(tmp_path, capsys):
-    write_dataset([make_simulated_case(n, shape=(40, 40, 40), spacing=3.2) for n in (1, 2)],
-                  str(tmp_path / "data"))
+    # an anisotropic grid and a non-identity answer (the true field): the table's before / after must be the
+    # per-axis mm TRE of the landmarks, not numbers that agree only for identity or for cubic voxels
+    cases = [anisotropic(make_simulated_case(n, shape=(40, 40, 40), spacing=3.2)) for n in (1, 2)]
+    write_dataset(cases, str(tmp_path / "data"))
     pairs = json.load(open(next((tmp_path / "data").glob("*.json"))))["eval_pairs"]
-    assert entrant.main([str(tmp_path / "data"), "--out", str(tmp_path / "out")], registration=Identity()) == 0
+    assert entrant.main([str(tmp_path / "data"), "--out", str(tmp_path / "out")],
+                        registration=Oracle(cases, ANISOTROPIC)) == 0
     captured = capsys.readouterr()
     rows = [line for line in captured.out.splitlines() if line.startswith("| 0")]
-    assert len(rows) == len(pairs) >= 2
-    for row in rows:  # identity: TRE after = before, SDlogJ 0, no folds, seconds from timings.json
+    assert len(rows) == len(pairs) == 4
+    for row in rows:  # the true field: TRE after far below before, no folds, seconds from timings.json
         cells = [c.strip() for c in row.strip("|").split("|")]
-        assert cells[1] == cells[2] and cells[3] == "0.0000" and cells[4] == "0" and float(cells[5]) >= 0
+        case = cases[int(cells[0][:4]) - 1]
+        before = np.linalg.norm((case["moving_landmarks"] - case["fixed_landmarks"]) * ANISOTROPIC, axis=1).mean()
+        assert float(cells[1]) == pytest.approx(before, abs=0.006), (row, before)  # printed with 2 decimals
+        assert float(cells[2]) < 0.02 and float(cells[3]) > 0 and cells[4] == "0", row  # 0.003 mm measured
+        assert float(cells[5]) >= 0
     assert "| mean of %d of %d |" % (len(pairs), len(pairs)) in captured.out
     assert f"[1/{len(pairs)}, about" in captured.out  # both tools' progress lines
     assert sum(f"[{len(pairs)}/{len(pairs)}]" in line for line in captured.out.splitlines()) == 2
