@@ -31,12 +31,19 @@ def test_tissue_brighter_than_fluid(case):
 
 
 def test_structure_stats_sane(case):
+    # the simulated iUS shows the MR's structure where the exact truth puts it. Measured on this case (seed 3,
+    # 64^3 at 2 mm): grad_corr 0.35, nmi 1.028, coarse_frac 0.39; against the ceT1 NOT pulled back by the truth
+    # (about 5.8 mm off) 0.15 and 1.004; pure noise 0.0, 1.001 and 0.06 (docs/SIMULATION.md: real case 24 0.19,
+    # 1.014, 0.48)
     st = sim_structure(case)
     for k in ("grad_corr", "t1_corr", "coarse_frac", "nmi"):
         assert np.isfinite(st[k])
-    assert 0 <= st["coarse_frac"] <= 1 and st["nmi"] >= 1.0
+    assert st["grad_corr"] > 0.25 and st["nmi"] > 1.015 and st["coarse_frac"] > 0.2, st
+    mr = case["moving"]["ceT1"]
+    unaligned = structure_stats(case["fixed"], mr, case["spacing"], mr_mask=(mr > 0) & (case["us_labels"] == TISSUE))
+    assert st["grad_corr"] > unaligned["grad_corr"] + 0.1 and st["nmi"] > unaligned["nmi"] + 0.01, (st, unaligned)
     # a pure-noise image has almost no structure
     rng = np.random.default_rng(0)
     noise = np.where(case["fan_mask"], 1 + rng.random(case["fixed"].shape), 0).astype(np.float32)
-    ns = structure_stats(noise, case["moving"]["ceT1"], case["spacing"])
-    assert abs(ns["grad_corr"]) < 0.1
+    ns = structure_stats(noise, mr, case["spacing"])
+    assert abs(ns["grad_corr"]) < 0.1 and ns["nmi"] < 1.005 and ns["coarse_frac"] < 0.1, ns
