@@ -71,6 +71,23 @@ def parse_displacement_name(name: str) -> tuple[str, int] | None:
     return match.group(1), int(match.group(3))
 
 
+# ---------------------------------------------------------------- the iUS fan (docs/CONVENTIONS.md §2)
+# The challenge's iUS is exactly 0 outside its fan, and the fan is its voxels > 0. An iUS whose intensities were
+# shifted (e.g. by -60 on export) keeps a constant background at its minimum: read as given, "> 0" would cut its
+# fan to the brightest voxels. The background is the minimum when at least this fraction of the box holds it
+# exactly (real RESECT fans leave 64-75 % of their box at 0; uniform noise leaves ~0 %).
+BACKGROUND_MIN_FRACTION = 0.01
+
+
+def fan_background(array: np.ndarray) -> float:
+    """The iUS's background level: its minimum where that fills >= BACKGROUND_MIN_FRACTION of the voxels (a
+    shifted export), else 0 (the challenge's convention). The fan is the voxels above it."""
+    low = float(array.min())
+    if low == 0.0 or not np.isfinite(low):
+        return 0.0
+    return low if np.count_nonzero(array == low) >= BACKGROUND_MIN_FRACTION * array.size else 0.0
+
+
 # ---------------------------------------------------------------- geometry
 @dataclass(frozen=True)
 class Grid:

@@ -17,7 +17,7 @@ import SimpleITK as sitk
 
 from interfaces import conventions as cv
 from interfaces import gates
-from interfaces.logs import itk_reason, one_line, shorten
+from interfaces.logs import itk_reason, log, one_line, shorten
 
 # Writer for organisers' .nii.gz fields: gzip level 0 (stored blocks) measured fastest; see docs/CONTAINER.md.
 # A writer setting ($REMIND2REG_GZIP_LEVEL, runner/settings.py), not a convention: the evaluation reads any level.
@@ -238,10 +238,24 @@ def read_image(path: str, role: str = "image", fixed: bool = False) -> LoadedIma
     bad = ~np.isfinite(array)
     if bad.any():
         raise InputError(f"{_name(path)}: {role} contains {int(bad.sum())} NaN/Inf voxels")
+    if fixed:
+        array, image = _zero_background(array, image, path, role)
     problem = gates.ius_problem(array, grid.spacing) if fixed else gates.mr_problem(array)
     if problem:
         raise InputError(f"{_name(path)}: {role} {problem}")
     return LoadedImage(path, array, grid, image)
+
+
+def _zero_background(array: np.ndarray, image, path: str, role: str):
+    """An iUS whose constant background is not 0 (shifted intensities) shifted back, with a WARNING: the fan is
+    the voxels above the background (interfaces/conventions.py fan_background), and the model's fan is > 0."""
+    background = cv.fan_background(array)
+    if background == 0.0:
+        return array, image
+    log.warning("%s: the %s's background is %.4g, not 0 (the challenge's iUS is 0 outside its fan, "
+                "docs/CONVENTIONS.md §2): its intensities are read shifted by %.4g", _name(path), role,
+                background, -background)
+    return array - np.float32(background), None
 
 
 def _read_header(path: str, role: str) -> sitk.ImageFileReader:
@@ -358,6 +372,9 @@ def _covering_the_fan(array: np.ndarray, moving: LoadedImage, fixed: LoadedImage
     problem = gates.mr_in_fan_problem(array, fixed.array)
     if problem:
         raise InputError(f"{_name(moving.path)}: {role} {problem} (iUS {_name(fixed.path)})")
+    problem = gates.swapped_problem(fixed.array, array, fixed.grid.spacing)
+    if problem:
+        raise InputError(f"{_name(fixed.path)}: the iUS {problem} ({role} {_name(moving.path)})")
     return array
 
 
