@@ -164,10 +164,19 @@ class SmallShiftGate(GateRamp):
 
 
 @dataclass(frozen=True)
+class EvidenceSettings:
+    """Evidence before output (model/evidence.py): the identity is written when the chosen field's matching cost
+    is above max_chance_ratio x the lowest cost of the MR rolled out of register."""
+    enabled: bool = _range()
+    max_chance_ratio: float = _range(above=0.0)
+
+
+@dataclass(frozen=True)
 class SafetySettings:
     cross_sequence: bool = _range()
     tolerance: float = _range(0.0)
     fuse_sequences: bool = _range()
+    evidence: EvidenceSettings = _range()
     small_shift: SmallShiftGate = _range()
 
 

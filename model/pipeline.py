@@ -12,8 +12,10 @@ from interfaces.cpus import allowed_cpus  # standard library only: the CPUs this
 
 from .config import ModelConfig
 from .crop import fan_box, pose_in_full_frame
+from .evidence import chance_figures
 from .pyramid import FeaturePyramid
-from .safety import Estimate, cross_sequence_decision, single_sequence_decision, small_shift_gain
+from .safety import (Candidate, Decision, Estimate, cross_sequence_decision, positions_of, single_sequence_decision,
+                     small_shift_gain)
 from .stages import (GlobalPose, adam_refinement, deformable_search, evidence_level_mm, full_resolution_field,
                      global_pose, matches_worse_than_identity, plausible_scale, refine_stages)
 
@@ -33,6 +35,8 @@ class Result:
     safety_reason: str = ""         # why, in one line
     shift_rms_mm: float = None      # rms displacement of the chosen field over the fan (None: gate off)
     gain: float = 1.0               # < 1: the small-shift gate wrote the field scaled toward the identity
+    evidence_ratio: float = None    # the chosen field's matching cost / its lowest chance cost (model/evidence.py)
+    identity_evidence_ratio: float = None  # the same for the identity (no registration)
 
 
 def _to_device(array, dev):
@@ -108,6 +112,10 @@ class Registration:
                                                    cfg.safety.fuse_sequences)
             else:
                 decision = single_sequence_decision(estimates[target], self.device)
+            level = estimates[target].evidence
+            chance = chance_figures(level, positions_of(decision.candidate, level))
+            identity_chance = chance_figures(level, level.identity())
+            decision = self._evidence_check(decision, chance.ratio)
             chosen = decision.candidate
             shift_rms, gain = self._small_shift(chosen, estimates[target], decision.action == "fused")
             pose = pose_in_full_frame(chosen.pose, box, spacing)
@@ -118,7 +126,18 @@ class Registration:
         return Result(displacement=disp, stage_seconds=times, device=self.device_name,
                       affine_mm=pose.cpu().numpy(), min_jacobian=jmin, deform_scale=scale,
                       global_passes=own.pose.passes, fell_back=own.fell_back, global_rejected=own.pose.rejected,
-                      safety=decision.action, safety_reason=decision.reason, shift_rms_mm=shift_rms, gain=gain)
+                      safety=decision.action, safety_reason=decision.reason, shift_rms_mm=shift_rms, gain=gain,
+                      evidence_ratio=chance.ratio, identity_evidence_ratio=identity_chance.ratio)
+
+    def _evidence_check(self, decision: Decision, ratio: float) -> Decision:
+        """The identity instead of a field the images do not support better than chance (model/evidence.py)."""
+        evidence = self.cfg.safety.evidence
+        if not evidence.enabled or ratio <= evidence.max_chance_ratio or decision.action == "identity":
+            return decision
+        identity = Candidate("identity", torch.eye(4, device=self.device), None, 0.0)
+        return Decision(identity, "identity", f"no evidence in the images: the {decision.candidate.name}'s matching "
+                        f"cost is x{ratio:.3f} of the best of the MR rolled out of register (evidence needs at most "
+                        f"x{evidence.max_chance_ratio:g}); the iUS may be noise or not this patient's", decision.ratios)
 
     def _small_shift(self, chosen, estimate, fused: bool) -> tuple[float | None, float]:
         """(rms displacement over the fan in mm, gain) of the chosen field; (None, 1) with the gate off. A field

@@ -156,6 +156,10 @@ def safety_report(label: str, result) -> dict:
     elif action != "kept":
         log.warning("%s: safety net: wrote %s instead of its own result: %s", label, action, reason)
     report = {"safety": action, **({"safety_reason": reason} if reason else {})}
+    for key in ("evidence_ratio", "identity_evidence_ratio"):  # the match's cost against chance (model/evidence.py)
+        value = getattr(result, key, None)
+        if value is not None:
+            report[key] = round(float(value), 4)
     rms, gain = getattr(result, "shift_rms_mm", None), getattr(result, "gain", 1.0)
     if rms is not None:
         report.update(shift_rms_mm=round(float(rms), 4), gain=round(float(gain), 4))
