@@ -166,7 +166,7 @@ class SmallShiftGate(GateRamp):
 @dataclass(frozen=True)
 class EvidenceSettings:
     """Evidence before output (model/evidence.py): the identity is written when the chosen field's matching cost
-    is above max_chance_ratio x the lowest cost of the MR rolled out of register."""
+    is above max_chance_ratio x the median cost of the MR mirrored out of register."""
     enabled: bool = _range()
     max_chance_ratio: float = _range(above=0.0)
 

@@ -35,7 +35,7 @@ class Result:
     safety_reason: str = ""         # why, in one line
     shift_rms_mm: float = None      # rms displacement of the chosen field over the fan (None: gate off)
     gain: float = 1.0               # < 1: the small-shift gate wrote the field scaled toward the identity
-    evidence_ratio: float = None    # the chosen field's matching cost / its lowest chance cost (model/evidence.py)
+    evidence_ratio: float = None    # the chosen field's matching cost / the median chance cost (model/evidence.py)
     identity_evidence_ratio: float = None  # the same for the identity (no registration)
 
 
@@ -136,7 +136,7 @@ class Registration:
             return decision
         identity = Candidate("identity", torch.eye(4, device=self.device), None, 0.0)
         return Decision(identity, "identity", f"no evidence in the images: the {decision.candidate.name}'s matching "
-                        f"cost is x{ratio:.3f} of the best of the MR rolled out of register (evidence needs at most "
+                        f"cost is x{ratio:.3f} of the median of the MR mirrored out of register (evidence needs at most "
                         f"x{evidence.max_chance_ratio:g}); the iUS may be noise or not this patient's", decision.ratios)
 
     def _small_shift(self, chosen, estimate, fused: bool) -> tuple[float | None, float]:

@@ -33,6 +33,21 @@ def test_an_exact_match_is_far_below_chance_and_an_unrelated_mr_is_not():
     assert len(figures.null_costs) == 7 and 0.8 < figures.ratio < 1.25, figures
 
 
+def test_the_empty_padding_of_a_large_box_does_not_make_a_null_cheaper_than_a_real_match():
+    # a 256^3 box holds the fan in its middle and the MR's empty padding (flat features) at its margin; a null
+    # that brought the margin onto the fan (a circular shift by half the box) costs only var(F), less than a real
+    # but noisy match: the real RESECT-24 case in 256^3 read x1.12-1.18 that way and was refused (2026-12-08)
+    fixed = smooth_features(0)
+    centre = (slice(None),) + (slice(5, 15),) * 3
+    moving = torch.full_like(fixed, float(fixed.mean()))  # the padding: flat
+    noise = torch.randn(fixed[centre].shape, generator=torch.Generator().manual_seed(4)) * fixed[centre].std()
+    moving[centre] = fixed[centre] + noise  # the anatomy, matching the iUS with as much noise as signal
+    weight = torch.zeros((1,) + SHAPE)
+    weight[centre] = 1.0  # the fan
+    level = Level(SHAPE, SPACING, fixed, moving, weight)
+    assert chance_figures(level, level.identity()).ratio < 0.6
+
+
 def register_pair(fixed, moving, **safety):
     cfg = load_config(overrides={**FAST, "safety": {"small_shift": {"enabled": False}, **safety}})
     return Registration(cfg, device="cpu").register(fixed, moving, (1.0, 1.0, 1.0), "ceT1")
@@ -44,9 +59,9 @@ def test_two_sequences_agreeing_on_an_ius_of_noise_write_the_identity_with_the_r
     moving = {"ceT1": mr, "T2": mr * 0.5}
     result = register_pair(ius, moving)
     assert result.safety == "identity" and not np.any(result.displacement), result.safety_reason
-    assert "no evidence in the images" in result.safety_reason and result.evidence_ratio > 0.9, result.evidence_ratio
+    assert "no evidence in the images" in result.safety_reason and result.evidence_ratio > 0.85, result.evidence_ratio
     # the check is what wrote the identity: without it the optimiser's field (fitted to nothing) is written
-    unchecked = register_pair(ius, moving, evidence={"enabled": False, "max_chance_ratio": 0.9})
+    unchecked = register_pair(ius, moving, evidence={"enabled": False, "max_chance_ratio": 0.85})
     assert unchecked.safety != "identity" and np.abs(unchecked.displacement).max() > 0.5
 
 
