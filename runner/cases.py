@@ -163,7 +163,7 @@ def safety_report(label: str, result) -> dict:
     rms, gain = getattr(result, "shift_rms_mm", None), getattr(result, "gain", 1.0)
     if rms is not None:
         report.update(shift_rms_mm=round(float(rms), 4), gain=round(float(gain), 4))
-        if gain < 1.0:
+        if gain < 1.0 and action != "identity":  # the identity written: no field to scale
             kind = "the two sequences' fused field" if action == "fused" else "a field from one MR sequence"
             log.warning("%s: small shift: the field moves the fan by %.2f mm rms, within the matching's own "
                         "error on real iUS for %s; written x%.2f toward the identity", label, rms, kind, gain)

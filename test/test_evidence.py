@@ -82,3 +82,23 @@ def test_the_evidence_threshold_is_a_checked_setting():
     with pytest.raises(ConfigError, match="safety.evidence.max_chance_ratio"):
         load_config(overrides={"safety": {"evidence": {"max_chance_ratio": 0}}})
     assert dataclasses.is_dataclass(load_config().safety.evidence)
+
+
+def test_the_log_names_the_identity_once_not_as_a_small_shift_too(tmp_path, capsys):
+    """A refused field is said by the safety net's WARNING; the small-shift gate has no field to scale then."""
+    from types import SimpleNamespace
+
+    import process
+    from test_process import make_case
+
+    class NoEvidence:
+        def register(self, fixed, moving, spacing, target):
+            return SimpleNamespace(displacement=np.zeros(fixed.shape + (3,), np.float32), device="cpu",
+                                   stage_seconds={}, safety="identity", shift_rms_mm=0.0, gain=0.0,
+                                   safety_reason="no evidence in the images: x0.950")
+
+    make_case(tmp_path / "in", "0001", modalities=(1,))
+    assert process.run(str(tmp_path / "in"), str(tmp_path / "out"), registration=NoEvidence()) == 0
+    text = capsys.readouterr().err
+    assert "safety net: wrote identity instead of its own result: no evidence in the images" in text
+    assert "small shift" not in text
