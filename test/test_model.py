@@ -142,7 +142,7 @@ DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "resect-case24"
 
 @pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
 def test_resect_hybrid_improves():
-    from benchmarks.model_dev import make_case, tre
+    from helpers_cases import make_case, tre
     c = make_case(shift_mm=(5.0, -4.0, 3.0), angles_deg=(2, -2, 3), smooth_amp_mm=2.0, seed=1)
     res = Registration(load_config(), device="cpu").register(
         c["us"], {"ceT1": c["ceT1"], "T2": c["T2"]}, c["spacing"], "ceT1")
@@ -150,6 +150,11 @@ def test_resect_hybrid_improves():
     t_m = tre(res.displacement, c["lm_fix"], c["lm_mov"], c["spacing"]).mean()
     assert t_m < 0.45 * t_id, (t_m, t_id)
     assert res.min_jacobian > 0
+
+
+# the least improvement over identity an as-given test demands where the gate lets a field through (measured
+# 0.032-0.033 mm there): a model that writes the identity must fail those tests, not only a worse one
+IMPROVES_MM = 0.01
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
@@ -165,8 +170,10 @@ def test_resect_as_given_is_not_made_worse():
     for target in ("ceT1", "T2"):
         res = registration.register(c["fixed"], c["moving"], c["spacing"], target)
         after = tre(c["fixed_landmarks"], c["moving_landmarks"], res.displacement, c["spacing"]).mean()
-        assert after <= identity + 1e-6, (target, after, identity)  # gain 0 writes the identity itself
-        assert res.gain < 1 and res.min_jacobian > 0
+        # and better than identity, so that a model writing zeros (or a gate that always closes) fails here:
+        # measured 2026-12-08 1.068 against 1.101 mm for both targets (the fused field at gain 0.10)
+        assert after <= identity - IMPROVES_MM, (target, after, identity, res.gain)
+        assert 0 < res.gain < 1 and np.abs(res.displacement).max() > 0.1 and res.min_jacobian > 0
 
 
 @pytest.fixture(scope="module")
@@ -187,14 +194,18 @@ def tre_as_given(case, margin_mm, moving, target):
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
-@pytest.mark.parametrize("margin_mm", [8.0, 21.0])
-def test_resect_as_given_in_the_challenge_box_is_not_made_worse(as_given_256, margin_mm):
+@pytest.mark.parametrize("margin_mm,improves", [(8.0, True), (21.0, False)])
+def test_resect_as_given_in_the_challenge_box_is_not_made_worse(as_given_256, margin_mm, improves):
     # where the working grids fall on the anatomy moves the field of a well-aligned real case by tenths of a mm:
     # with the gate at floor 1.5 / full 3 mm these two margins of the fan's box made RESECT-24 as given worse
     # than identity in a 256^3 box (1.44 and 1.27 against 1.10 mm; docs/MODEL.md, "The gate across grid
-    # placements"); the product's gate must hold for any placement, not for the default margin's alone
+    # placements"); the product's gate must hold for any placement, not for the default margin's alone.
+    # Measured 2026-12-08: at 8 mm the field gets through (gain 0.12) and improves (1.069 against 1.101 mm), so
+    # there a model writing zeros fails; at 21 mm the product writes the identity itself (gain 0)
     after, identity, res = tre_as_given(as_given_256, margin_mm, as_given_256["moving"], "ceT1")
     assert after <= identity + 1e-6, (margin_mm, after, identity, res.shift_rms_mm, res.gain)
+    if improves:
+        assert after <= identity - IMPROVES_MM and res.gain > 0, (margin_mm, after, identity, res.gain)
 
 
 @pytest.mark.skipif(not DATA.is_file(), reason="RESECT case 24 not available")
